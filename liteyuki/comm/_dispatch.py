@@ -1,0 +1,131 @@
+"""Where passive callbacks run: the event loop this process lends us.
+
+The host lends LiteyukiBot's loop, a NoneBot child lends NoneBot's loop (from
+the plugin's startup hook), a plain child lends a loop the bootstrap runs in a
+thread. Work submitted before a loop is bound waits and runs once one is.
+
+Async callbacks start *eagerly*: the coroutine runs synchronously up to its
+first real suspension, and only then becomes a task the dispatcher owns. A
+callback that never awaits anything slow costs no task at all, and callbacks
+start in message order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..log import logger
+
+__all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any):
+    """Go on driving ``coro`` inside a task, from the point it first suspended."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # cancellation and thrown errors go to the coroutine
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _resume(coro, yielded)
+
+
+def start_eagerly(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, owner: set[asyncio.Task[Any]], label: str
+) -> None:
+    """Run ``coro`` now until it suspends; hand the rest to a task in ``owner``."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    except BaseException:
+        logger.exception(f"{label} raised")
+        return
+    task = loop.create_task(_continue(coro, yielded))
+    owner.add(task)
+    task.add_done_callback(lambda t: _task_done(t, owner, label))
+
+
+def _task_done(task: asyncio.Task[Any], owner: set[asyncio.Task[Any]], label: str) -> None:
+    owner.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.opt(exception=exc).error(f"{label} raised")
+
+
+class Dispatcher:
+    """The process-wide runner of passive callbacks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[Callable[[], None]] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run callbacks on ``loop`` from now on (idempotent for the same loop)."""
+        with self._lock:
+            if self._loop is loop:
+                return
+            self._loop = loop
+            waiting, self._waiting = self._waiting, []
+        for work in waiting:
+            loop.call_soon_threadsafe(work)
+
+    def unbind(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Stop using the loop (if it is ``loop``); cancel the tasks callbacks left running."""
+        with self._lock:
+            if loop is not None and self._loop is not loop:
+                return
+            self._loop = None
+            tasks, self.tasks = self.tasks, set()
+        for task in tasks:
+            if not task.done():
+                task.get_loop().call_soon_threadsafe(task.cancel)
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Call ``work()`` on the bound loop, soon; or when a loop is bound."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._waiting.append(work)
+                return
+        try:
+            loop.call_soon_threadsafe(work)
+        except RuntimeError:  # the loop closed under us: keep the work for the next one
+            with self._lock:
+                if self._loop is loop:
+                    self._loop = None
+                self._waiting.append(work)
+
+    def call(self, func: Callable[..., Any], arg: Any, label: str) -> None:
+        """Call a sync or async callback with ``arg`` on the loop thread; log what it raises."""
+        try:
+            result = func(arg)
+        except Exception:
+            logger.exception(f"{label} raised")
+            return
+        if isinstance(result, Coroutine):
+            loop = self._loop or asyncio.get_running_loop()
+            start_eagerly(result, loop, self.tasks, label)
+
+
+dispatcher = Dispatcher()

@@ -1,0 +1,41 @@
+"""get_channel / set_channel / get_channels: the same calls in every process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._channel import Channel, local_end, local_ends
+from ._runtime import current, lookup_channel
+
+__all__ = ["get_channel", "get_channels", "set_channel", "set_channels"]
+
+
+def get_channel(name: str) -> Channel[Any]:
+    """This process's end of channel ``name``; ``ChannelNotFoundError`` if no process registered it."""
+    if not isinstance(name, str):
+        raise TypeError(f"channel name must be a str, got {type(name).__name__}")
+    return lookup_channel(name)
+
+
+def set_channel(name: str, channel: Channel[Any]) -> None:
+    """Register ``channel`` under ``name`` so every process can ``get_channel`` it."""
+    if not isinstance(channel, Channel):
+        raise TypeError(f"set_channel needs a Channel, got {type(channel).__name__}")
+    if channel.name != name:
+        raise ValueError(f"channel {channel.name!r} cannot be registered under another name {name!r}")
+    current().register_channel(name)
+
+
+def set_channels(channels: dict[str, Channel[Any]]) -> None:
+    """``set_channel`` for each item (all are checked before any is registered)."""
+    for name, channel in channels.items():
+        if not isinstance(channel, Channel) or channel.name != name:
+            raise ValueError(f"set_channels needs name -> Channel of that name, got {name!r} -> {channel!r}")
+    for name, channel in channels.items():
+        set_channel(name, channel)
+
+
+def get_channels() -> dict[str, Channel[Any]]:
+    """Every channel name known to the host, as this process's ends."""
+    names = set(current().channel_names()) | set(local_ends())
+    return {name: local_end(name) for name in sorted(names)}

@@ -1,0 +1,42 @@
+"""A small runtime check of a value against a type hint, for typed channels."""
+
+from __future__ import annotations
+
+import collections.abc
+import types
+import typing
+from typing import Any
+
+__all__ = ["matches"]
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits ``hint`` (classes, unions, Optional, Literal, list/tuple/dict/set)."""
+    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is None:
+        return isinstance(value, hint) if isinstance(hint, type) else True
+    if origin is typing.Union or origin is types.UnionType:
+        return any(matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is typing.Annotated:
+        return matches(value, args[0])
+    if not isinstance(origin, type) or not isinstance(value, origin):
+        return False
+    if not args:
+        return True
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args, strict=True))
+    if issubclass(origin, collections.abc.Mapping):
+        key_hint, value_hint = args if len(args) == 2 else (Any, Any)
+        return all(matches(k, key_hint) and matches(v, value_hint) for k, v in value.items())
+    if issubclass(origin, collections.abc.Iterable) and len(args) == 1:
+        return all(matches(v, args[0]) for v in value)
+    return True

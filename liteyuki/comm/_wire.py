@@ -1,0 +1,119 @@
+"""The frame format: one length-prefixed binary header plus an opaque payload.
+
+Every frame on a connection is ``!I`` length, then ``!BQH`` kind, reference and
+name length, then the UTF-8 name, then the payload (usually a pickle). The
+payload stays bytes until the consumer asks for it, so a value that cannot be
+unpickled fails where it is consumed, not in the reader that routes it.
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+import struct
+from typing import Any, NamedTuple
+
+from ._errors import MessageTooLargeError, ProtocolError, SerializationError
+
+__all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "loads"]
+
+_LENGTH = struct.Struct("!I")
+_HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
+_BODY = struct.Struct("!BQH")
+HEADER_SIZE = _HEADER.size
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class Kind(enum.IntEnum):
+    """What a frame is; each kind is its own lane on the shared connection."""
+
+    MESSAGE = 1  # a channel message: name = channel
+    REQUEST = 2  # a storage / registry call: ref = correlation id, name = operation
+    RESULT = 3  # the answer: payload = pickled result
+    FAILURE = 4  # the call raised: payload = pickled exception
+    PUBLISH = 5  # pub/sub: name = topic
+    SUBSCRIBE = 6  # a child has a subscriber for topic ``name``
+    RECEIVER = 7  # a child receives on channel ``name``
+    CONTROL = 8  # process control (ready, stop, log): never mixed into user channels
+
+
+class Frame(NamedTuple):
+    kind: Kind
+    ref: int
+    name: str
+    payload: bytes
+
+
+_KINDS = {int(k): k for k in Kind}
+
+
+def encode(kind: Kind, name: str = "", payload: bytes = b"", ref: int = 0) -> bytes:
+    """Return the bytes of one frame, ready to be written."""
+    raw_name = name.encode()
+    body = _BODY.size + len(raw_name) + len(payload)
+    return b"".join((_HEADER.pack(body, kind, ref, len(raw_name)), raw_name, payload))
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get complete frames.
+
+    Raises ``ProtocolError`` on an unknown kind, a bad name or a length above
+    ``max_size``; after that the stream cannot be trusted and must be dropped.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max_size = max_size + _BODY.size + 65535
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        buf = self._buffer
+        buf += data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (length,) = _LENGTH.unpack_from(buf, pos)
+            if length < _BODY.size or length > self._max_size:
+                raise ProtocolError(f"frame length {length} is out of range")
+            if end - pos - 4 < length:
+                break
+            kind, ref, name_len = _BODY.unpack_from(buf, pos + 4)
+            start = pos + 4 + _BODY.size
+            stop = pos + 4 + length
+            if start + name_len > stop:
+                raise ProtocolError(f"frame name length {name_len} overruns the frame")
+            try:
+                frame_kind = _KINDS[kind]
+                name = buf[start : start + name_len].decode()
+            except KeyError:
+                raise ProtocolError(f"unknown frame kind {kind}") from None
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("frame name is not UTF-8") from exc
+            frames.append(Frame(frame_kind, ref, name, bytes(buf[start + name_len : stop])))
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+def dumps(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE_SIZE, what: str = "value") -> bytes:
+    """Pickle ``obj`` or raise a typed error that says what was wrong."""
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(f"{what} of type {type(obj).__name__} cannot be pickled: {exc}") from exc
+    if len(data) > max_size:
+        raise MessageTooLargeError(f"{what} is {len(data)} bytes pickled, above the maximum message size of {max_size}")
+    return data
+
+
+def loads(data: bytes, what: str = "value") -> Any:
+    """Unpickle ``data``; any failure becomes ``SerializationError`` with the cause chained."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(f"{what} cannot be unpickled here: {exc!r}") from exc

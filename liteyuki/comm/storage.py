@@ -1,0 +1,189 @@
+"""``shared_memory``: one key-value store, owned by the host, the same in every process.
+
+In the host (and in a standalone process) calls are local; in a child they are
+request/response frames to the host with a timeout. Values must pickle: an
+unpicklable value raises ``SerializationError`` at the caller and nothing is
+stored. Errors raised by the host (``KeyError``, ``TypeError``) arrive with
+their own type. Every operation is atomic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._dispatch import dispatcher
+from ._errors import SerializationError
+from ._runtime import current
+from ._wire import dumps, loads
+
+__all__ = ["KeyValueStore", "shared_memory"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MISSING: Any = object()
+
+_subscribers_lock = threading.Lock()
+_subscribers: dict[str, list[Callable[[Any], Any]]] = {}
+
+
+def _value(value: Any) -> bytes:
+    rt = current()
+    return dumps(value, rt.max_message_size, what="shared_memory value")
+
+
+def _check_key(key: Any) -> None:
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"shared_memory keys must be hashable, got {type(key).__name__}") from None
+
+
+def _ttl(ttl: float | None) -> float | None:
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
+        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+    return ttl
+
+
+def _decode(raw: bytes | None, default: Any = None) -> Any:
+    return default if raw is None else loads(raw, what="shared_memory value")
+
+
+class KeyValueStore:
+    """The ``shared_memory`` API. Sync methods may block for up to ``timeout``
+    seconds in a child (default: the configured call timeout); ``async_*``
+    variants await the answer without blocking the event loop."""
+
+    def get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
+        """The value of ``key``, or ``default`` when it is absent (or expired)."""
+        return _decode(current().call("get", (key,), timeout), default)
+
+    def set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
+        """Store ``value`` under ``key``; with ``ttl`` the key expires after that many seconds."""
+        _check_key(key)
+        current().call("set", (key, _value(value), _ttl(ttl)), timeout)
+
+    def delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
+        """Remove ``key``; a missing key raises ``KeyError`` unless ``ignore_key_error``."""
+        current().call("delete", (key, ignore_key_error), timeout)
+
+    def pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
+        """Remove ``key`` and return its value (``KeyError`` if absent and no default)."""
+        raw_default = None if default is _MISSING else _value(default)
+        return _decode(current().call("pop", (key, raw_default), timeout))
+
+    def setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
+        """Return the value of ``key``; store and return ``default`` if it is absent."""
+        _check_key(key)
+        return _decode(current().call("setdefault", (key, _value(default)), timeout))
+
+    def incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
+        """Atomically add ``amount`` to a number (absent counts as 0); return the new value."""
+        _check_key(key)
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
+        return _decode(current().call("incr", (key, amount), timeout))
+
+    def compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
+        """Store ``new`` only if the value equals ``expected`` (``None``: the key is absent)."""
+        _check_key(key)
+        raw_expected = None if expected is None else _value(expected)
+        return bool(_decode(current().call("compare_and_set", (key, raw_expected, _value(new)), timeout)))
+
+    def expire(self, key: Any, ttl: float | None, *, timeout: float | None = None) -> bool:
+        """Set (or with None remove) the expiry of ``key``; False if the key does not exist."""
+        return bool(_decode(current().call("expire", (key, _ttl(ttl)), timeout)))
+
+    def ttl(self, key: Any, *, timeout: float | None = None) -> float | None:
+        """Seconds until ``key`` expires; None without expiry; ``KeyError`` if absent."""
+        return _decode(current().call("ttl", (key,), timeout))
+
+    def get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
+        """A snapshot of the whole store (changing it changes nothing shared)."""
+        items = _decode(current().call("get_all", (), timeout), [])
+        return {key: loads(raw, what=f"shared_memory value of {key!r}") for key, raw in items}
+
+    def clear(self, *, timeout: float | None = None) -> None:
+        """Remove every key."""
+        current().call("clear", (), timeout)
+
+    # -- async variants ------------------------------------------------------
+    async def async_get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
+        return _decode(await current().async_call("get", (key,), timeout), default)
+
+    async def async_set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
+        _check_key(key)
+        await current().async_call("set", (key, _value(value), _ttl(ttl)), timeout)
+
+    async def async_delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
+        await current().async_call("delete", (key, ignore_key_error), timeout)
+
+    async def async_incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
+        _check_key(key)
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
+        return _decode(await current().async_call("incr", (key, amount), timeout))
+
+    async def async_pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
+        raw_default = None if default is _MISSING else _value(default)
+        return _decode(await current().async_call("pop", (key, raw_default), timeout))
+
+    async def async_setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
+        _check_key(key)
+        return _decode(await current().async_call("setdefault", (key, _value(default)), timeout))
+
+    async def async_compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
+        _check_key(key)
+        raw_expected = None if expected is None else _value(expected)
+        return bool(_decode(await current().async_call("compare_and_set", (key, raw_expected, _value(new)), timeout)))
+
+    async def async_get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
+        items = _decode(await current().async_call("get_all", (), timeout), [])
+        return {key: loads(raw, what=f"shared_memory value of {key!r}") for key, raw in items}
+
+    # -- publish / subscribe ------------------------------------------------------
+    def publish(self, channel: str, data: Any) -> None:
+        """Send ``data`` to every ``on_subscriber_receive(channel)`` callback in every process."""
+        if not isinstance(channel, str) or not channel:
+            raise ValueError(f"publish channel must be a non-empty str, got {channel!r}")
+        current().publish(channel, dumps(data, current().max_message_size, what=f"data published on {channel!r}"))
+
+    def on_subscriber_receive(self, channel: str) -> Callable[[F], F]:
+        """Decorator: run the function (sync or async, on this process's loop) for each publish."""
+        if not isinstance(channel, str) or not channel:
+            raise ValueError(f"subscriber channel must be a non-empty str, got {channel!r}")
+
+        def decorator(func: F) -> F:
+            if not callable(func):
+                raise TypeError(f"on_subscriber_receive needs a callable, got {type(func).__name__}")
+            with _subscribers_lock:
+                _subscribers.setdefault(channel, []).append(func)
+            current().subscribe(channel)
+            return func
+
+        return decorator
+
+
+def _deliver_publish(topic: str, payload: bytes) -> None:
+    """Run this process's subscribers of ``topic`` on its loop (called by the transport)."""
+    with _subscribers_lock:
+        callbacks = list(_subscribers.get(topic, ()))
+    if not callbacks:
+        return
+
+    def run() -> None:
+        try:
+            data = loads(payload, what=f"data published on {topic!r}")
+        except SerializationError:
+            from ..log import logger
+
+            logger.exception(f"dropped a publish on {topic!r}")
+            return
+        for func in callbacks:
+            dispatcher.call(func, data, f"subscriber {getattr(func, '__qualname__', func)!r} of {topic!r}")
+
+    dispatcher.submit(run)
+
+
+shared_memory = KeyValueStore()
+"""The process-wide handle on the host's store."""

@@ -1,0 +1,108 @@
+"""``from liteyuki.log import logger``: the same log format in every process.
+
+Lines look like ``2024-01-01 12:00:00 [ℹ️信息] message``. Records are bound with
+``liteyuki=True`` and a ``nonebot_log_level`` that NoneBot's own handler
+rejects, so in a NoneBot process our lines are printed once, by our handler, in
+our format, and NoneBot's lines keep NoneBot's format.
+
+Importing this module adds no handler. ``install()`` (called by LiteyukiBot,
+the child bootstrap and the NoneBot plugin) adds ours; it never removes anyone
+else's.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import loguru
+
+if TYPE_CHECKING:
+    from loguru import Logger, Message, Record
+
+__all__ = ["LEVEL_NAMES", "install", "logger", "set_forward"]
+
+# NoneBot's default_filter compares the record's level with this; nothing reaches it.
+_ABOVE_EVERYTHING = 1_000_000
+
+LEVEL_NAMES: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "TRACE": "🔍追踪",
+        "DEBUG": "🐛调试",
+        "INFO": "ℹ️信息",
+        "SUCCESS": "✅成功",
+        "WARNING": "⚠️警告",
+        "ERROR": "❌错误",
+        "CRITICAL": "💥严重",
+    },
+    "en-US": {
+        "TRACE": "🔍TRACE",
+        "DEBUG": "🐛DEBUG",
+        "INFO": "ℹ️INFO",
+        "SUCCESS": "✅SUCCESS",
+        "WARNING": "⚠️WARNING",
+        "ERROR": "❌ERROR",
+        "CRITICAL": "💥CRITICAL",
+    },
+}
+
+logger: Logger = loguru.logger.bind(liteyuki=True, nonebot_log_level=_ABOVE_EVERYTHING)
+
+_lock = threading.Lock()
+_handler_id: int | None = None
+_names = LEVEL_NAMES["zh-CN"]
+_forward: Callable[[str], bool] | None = None
+
+
+def _is_ours(record: Record) -> bool:
+    return bool(record["extra"].get("liteyuki"))
+
+
+def _format(record: Record) -> str:
+    record["extra"]["liteyuki_level"] = _names.get(record["level"].name, record["level"].name)
+    tail = "\n{exception}" if record["exception"] else "\n"
+    return "{time:YYYY-MM-DD HH:mm:ss} [<lvl>{extra[liteyuki_level]}</lvl>] {message}" + tail
+
+
+def _sink(message: Message) -> None:
+    # Looked up at write time: a console UI that swaps sys.stdout gets our lines.
+    if _forward is not None and _forward(str(message)):
+        return
+    stream = sys.stdout
+    if stream is None:
+        return
+    stream.write(message)
+    stream.flush()
+
+
+def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool | None = None) -> None:
+    """Add the liteyuki handler once per process (later calls update level names only)."""
+    global _handler_id, _names
+    with _lock:
+        _names = LEVEL_NAMES.get(language, LEVEL_NAMES["zh-CN"])
+        if _handler_id is not None:
+            return
+        try:
+            # loguru's own default stderr handler (id 0) would print every line twice;
+            # it is the only handler we ever remove, and only when someone sets us up.
+            loguru.logger.remove(0)
+        except ValueError:
+            pass
+        if colorize is None:
+            colorize = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        _handler_id = loguru.logger.add(
+            _sink, level=level, format=_format, filter=_is_ours, colorize=colorize, diagnose=False
+        )
+
+
+def set_forward(forward: Callable[[str], bool] | None) -> None:
+    """Route formatted lines elsewhere (True = taken) — used while a child owns the terminal."""
+    global _forward
+    _forward = forward
+
+
+def write_line(line: str) -> None:
+    """Print an already formatted line where ours go (used for lines from another process)."""
+    _sink(line)  # type: ignore[arg-type]

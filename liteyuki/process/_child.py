@@ -1,0 +1,162 @@
+"""The child's entry point: connect, install the singletons, then run the target.
+
+Everything a child needs travels as one picklable ``ChildSpec``. Before the
+target runs, ``liteyuki.comm.active_channel`` / ``passive_channel`` are live,
+logging has our format, stdin is usable again, and the child watches its host:
+if the host disappears the child stops itself (SIGINT first, so frameworks run
+their shutdown hooks; ``os._exit`` after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _config, log
+from ..comm import _runtime
+from ..comm._dispatch import dispatcher
+from ..log import logger
+
+__all__ = ["ChildSpec", "child_main", "request_stop"]
+
+# After a stop request (or the host's death) a child gets this long before it is forced out.
+_SELF_STOP_GRACE = 3.0
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    sock: socket.socket
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+_stop_lock = threading.Lock()
+_stopping = False
+
+
+def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
+    """Ask this process to stop: SIGINT to itself, then ``os._exit`` after ``grace`` s."""
+    global _stopping
+    with _stop_lock:
+        if _stopping:
+            return
+        _stopping = True
+    logger.debug(f"stopping: {reason}")
+
+    def force() -> None:
+        if not _exited.wait(grace):
+            os._exit(0)
+
+    threading.Thread(target=force, name="liteyuki-stop-deadline", daemon=True).start()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+_exited = threading.Event()
+
+
+def _watch_parent() -> None:
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        request_stop("the host process is gone")
+
+    threading.Thread(target=watch, name="liteyuki-parent-watch", daemon=True).start()
+
+
+def _reopen_stdin() -> None:
+    # multiprocessing closes sys.stdin in the child, but fd 0 is still the
+    # terminal; a console UI in the child needs it back.
+    if sys.stdin is None or sys.stdin.closed:
+        try:
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        except OSError:
+            pass
+
+
+def _start_dispatch_thread() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    threading.Thread(target=run, name="liteyuki-dispatch", daemon=True).start()
+    ready.wait(5)
+    dispatcher.bind(loop)
+    return loop
+
+
+async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    loop = asyncio.get_running_loop()
+    dispatcher.bind(loop)
+    try:
+        return await target(*args, **kwargs)
+    finally:
+        dispatcher.unbind(loop)
+
+
+def child_main(spec: ChildSpec) -> None:
+    """Spawn target of every child process (runs in the child)."""
+    config = _config.set_config(spec.config)
+    log.install(config["log_level"], config["language"])
+    os.environ.setdefault("LITEYUKI_PROCESS_NAME", spec.name)
+    _reopen_stdin()
+
+    runtime = _runtime.current()
+    if not isinstance(runtime, _runtime.ChildRuntime) or runtime.process_name != spec.name:
+        runtime = _runtime.ChildRuntime(spec.name, config)
+        _runtime.install(runtime)
+    runtime.configure(config)
+    runtime.on_host_lost = lambda error: request_stop(f"the host connection was lost ({error or 'EOF'})")
+    runtime.on_control = lambda op, payload: _on_control(op, payload)
+    runtime.connect(spec.sock)
+    _watch_parent()
+    runtime.control("ready", str(os.getpid()).encode())
+
+    code = 0
+    try:
+        if inspect.iscoroutinefunction(spec.target):
+            asyncio.run(_run_async(spec.target, spec.args, spec.kwargs))
+        else:
+            _start_dispatch_thread()
+            spec.target(*spec.args, **spec.kwargs)
+    except KeyboardInterrupt:
+        pass  # Ctrl+C or a stop request: a deliberate, clean stop
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        logger.exception(f"process {spec.name!r} crashed")
+        code = 1
+    finally:
+        # What the target sent last must reach the host before we go.
+        runtime.outbox.flush(2.0)
+        _exited.set()
+        runtime.close()
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _on_control(op: str, payload: bytes) -> None:
+    if op == "stop":
+        request_stop("the host asked this process to stop", grace=float(payload.decode() or _SELF_STOP_GRACE))
+    elif op == "log":
+        log.write_line(payload.decode())

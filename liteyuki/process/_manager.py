@@ -1,0 +1,310 @@
+"""ProcessManager: named children, each spawned, watched and restarted by the host."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..comm._errors import ProtocolError
+from ..comm._link import new_socketpair
+from ..comm._runtime import CHILD_ENV, CHILD_PID_ENV, Hub
+from ..log import logger
+from ._child import ChildSpec, child_main
+
+__all__ = ["ProcessManager"]
+
+HookRunner = Callable[..., None]
+# A child that ran this long before crashing starts its backoff from the beginning again.
+_STABLE_AFTER = 30.0
+
+
+@dataclass
+class _Child:
+    name: str
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    process: multiprocessing.process.BaseProcess | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+    stopping: bool = False
+    started_at: float = 0.0
+    crashes: int = 0
+    restarts: int = 0
+
+
+class ProcessManager:
+    """Adds, starts, stops and restarts named child processes; restarts crashed ones."""
+
+    def __init__(self, hub: Hub, config: dict[str, Any], run_hooks: HookRunner) -> None:
+        self._hub = hub
+        self._config = config
+        self._run_hooks = run_hooks
+        self._ctx = multiprocessing.get_context("spawn")
+        self._children: dict[str, _Child] = {}
+        self._lock = threading.RLock()
+        self._closing = False
+        self._closed = threading.Event()  # set when shutting down: cancels pending restarts
+        self._wake_r, self._wake_w = os.pipe()
+        self._supervisor: threading.Thread | None = None
+        hub.on_control = self._on_control
+        hub.on_peer_lost = self._on_peer_lost
+
+    # -- registry -------------------------------------------------------------
+    def add_target(
+        self,
+        name: str,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Register child ``name``; its channels ``{name}-active`` / ``{name}-passive`` exist from now on."""
+        if not isinstance(name, str) or not name or not name.replace("-", "_").replace(".", "_").isidentifier():
+            raise ValueError(f"process name must be a non-empty identifier-like str, got {name!r}")
+        if not callable(target):
+            raise TypeError(f"target of process {name!r} must be callable, got {type(target).__name__}")
+        with self._lock:
+            if name in self._children:
+                raise ValueError(f"a process named {name!r} was already added")
+            self._children[name] = _Child(name, target, tuple(args), dict(kwargs or {}))
+        self._hub.add_peer(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._children)
+
+    def _child(self, name: str) -> _Child:
+        try:
+            return self._children[name]
+        except KeyError:
+            raise KeyError(f"no process named {name!r} (known: {', '.join(self._children) or 'none'})") from None
+
+    def is_alive(self, name: str) -> bool:
+        proc = self._child(name).process
+        return proc is not None and proc.is_alive()
+
+    def pid(self, name: str) -> int | None:
+        proc = self._child(name).process
+        return proc.pid if proc is not None and proc.is_alive() else None
+
+    # -- start -------------------------------------------------------------------
+    def start(self, name: str, timeout: float | None = None) -> None:
+        """Spawn child ``name`` and wait until it is connected (its channels are live)."""
+        child = self._child(name)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the process manager is shutting down")
+            if child.process is not None and child.process.is_alive():
+                return
+            host_sock, child_sock = new_socketpair()
+            spec = ChildSpec(name, child.target, child.args, child.kwargs, child_sock, dict(self._config))
+            process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
+            child.ready.clear()
+            child.exited.clear()
+            child.stopping = False
+            os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
+            try:
+                process.start()
+            finally:
+                del os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV]
+            child_sock.close()
+            child.process = process
+            child.started_at = time.monotonic()
+            self._hub.attach(name, host_sock)
+            self._ensure_supervisor()
+        limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
+        # `ready` is set by the child's hello, or by the supervisor when the child exits first.
+        if not child.ready.wait(limit):
+            raise RuntimeError(f"process {name!r} did not connect within {limit} s")
+        if child.exited.is_set():
+            raise RuntimeError(f"process {name!r} exited during start-up (exit code {process.exitcode})")
+        logger.debug(f"process {name!r} started (pid {process.pid})")
+
+    def start_all(self) -> None:
+        for name in list(self._children):
+            try:
+                self.start(name)
+            except RuntimeError as exc:
+                logger.error(str(exc))
+
+    # -- stop ----------------------------------------------------------------------
+    def stop(self, name: str, grace: float | None = None) -> None:
+        """Hooks, a stop request, ``grace`` s, SIGTERM, as long again, SIGKILL. Never restarted."""
+        child = self._child(name)
+        proc = child.process
+        if proc is None or child.exited.is_set():
+            child.stopping = True
+            return
+        child.stopping = True
+        self._run_hooks("before_process_shutdown", name)
+        self._stop_process(child, float(self._config.get("stop_grace", 5.0)) if grace is None else grace)
+
+    def _stop_process(self, child: _Child, grace: float) -> None:
+        proc = child.process
+        if proc is None:
+            return
+        try:
+            self._hub.control(child.name, "stop", str(grace).encode())
+        except Exception:  # the link may already be gone; the signals below still work
+            pass
+        for step in (None, signal.SIGTERM, signal.SIGKILL):
+            if step is not None and proc.pid is not None:
+                logger.warning(f"process {child.name!r} did not stop in time; sending {step.name}")
+                try:
+                    os.kill(proc.pid, step)
+                except ProcessLookupError:
+                    break
+            if child.exited.wait(grace) or self._reap(child):
+                break
+        self._hub.detach(child.name)
+
+    def _reap(self, child: _Child) -> bool:
+        # Without a supervisor thread (never started), reap here.
+        if self._supervisor is None and child.process is not None:
+            child.process.join(0)
+            if child.process.exitcode is not None:
+                child.exited.set()
+        return child.exited.is_set()
+
+    def stop_all(self, grace: float | None = None) -> None:
+        """Stop every child in parallel; return when all are gone."""
+        with self._lock:
+            self._closing = True
+            self._closed.set()
+        threads = [
+            threading.Thread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}")
+            for name in self._children
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self._wake()
+
+    def kill_all(self) -> None:
+        """Last resort (second Ctrl+C, interpreter exit): SIGKILL every child now."""
+        with self._lock:
+            self._closing = True
+            self._closed.set()
+            children = list(self._children.values())
+        for child in children:
+            child.stopping = True
+            proc = child.process
+            if proc is not None and proc.pid is not None and not child.exited.is_set():
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def restart(self, name: str) -> None:
+        """Stop child ``name`` (with hooks) and start it again."""
+        child = self._child(name)
+        self._run_hooks("before_process_restart", name)
+        child.stopping = True
+        self._stop_process(child, float(self._config.get("stop_grace", 5.0)))
+        self.start(name)
+        child.restarts += 1
+        self._run_hooks("after_restart", name)
+
+    # -- supervision ---------------------------------------------------------------
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="liteyuki-supervisor", daemon=True)
+            self._supervisor.start()
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _supervise(self) -> None:
+        while True:
+            with self._lock:
+                watched = {
+                    c.process.sentinel: c
+                    for c in self._children.values()
+                    if c.process is not None and not c.exited.is_set()
+                }
+                if self._closing and not watched:
+                    return
+            ready = multiprocessing.connection.wait([*watched, self._wake_r])
+            for sentinel in ready:
+                if sentinel == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                self._on_exit(watched[sentinel])
+
+    def _on_exit(self, child: _Child) -> None:
+        proc = child.process
+        assert proc is not None
+        proc.join(1)
+        code = proc.exitcode
+        child.exited.set()
+        child.ready.set()  # release a start() still waiting for this child
+        self._hub.detach(child.name)
+        if child.stopping or self._closing:
+            logger.debug(f"process {child.name!r} stopped (exit code {code})")
+            return
+        if code == 0:
+            logger.info(f"process {child.name!r} exited normally; not restarting it")
+            return
+        ran = time.monotonic() - child.started_at
+        child.crashes = 1 if ran > _STABLE_AFTER else child.crashes + 1
+        base = float(self._config.get("restart_backoff", 0.5))
+        delay = min(base * 2 ** (child.crashes - 1), float(self._config.get("restart_backoff_max", 30.0)))
+        logger.warning(f"process {child.name!r} exited unexpectedly (exit code {code}); restarting in {delay:.1f} s")
+        threading.Thread(
+            target=self._restart_after, args=(child, delay), name=f"liteyuki-restart-{child.name}", daemon=True
+        ).start()
+
+    def _restart_after(self, child: _Child, delay: float) -> None:
+        # A back-off timer, not synchronisation: a stop in the meantime cancels it.
+        self._closed.wait(delay)
+        if self._closing or child.stopping:
+            return
+        self._run_hooks("before_process_restart", child.name)
+        try:
+            self.start(child.name)
+        except RuntimeError as exc:
+            logger.error(f"restart of {child.name!r} failed: {exc}")
+            return
+        child.restarts += 1
+        self._run_hooks("after_restart", child.name)
+
+    def _on_control(self, peer: str, op: str, payload: bytes) -> None:
+        child = self._children.get(peer)
+        if child is None:
+            return
+        if op == "ready":
+            child.ready.set()
+        elif op == "restart":
+            threading.Thread(target=self.restart, args=(peer,), daemon=True).start()
+        elif op == "log":
+            from ..log import write_line
+
+            write_line(payload.decode())
+
+    def _on_peer_lost(self, peer: str, error: BaseException | None) -> None:
+        if error is None or (isinstance(error, OSError) and not isinstance(error, ProtocolError)):
+            return  # a plain disconnect: the supervisor sees the exit and decides
+        child = self._children.get(peer)
+        logger.error(f"process {peer!r} sent garbage ({error}); killing it, it will be restarted")
+        if child is not None and child.process is not None and child.process.pid is not None:
+            try:
+                os.kill(child.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        self.kill_all()
+        self._wake()
