@@ -131,7 +131,8 @@ class LiteyukiBot:
             self.process_manager.kill_all()
 
     def _load_plugins(self) -> None:
-        modules, dirs = plugins_from_pyproject()
+        pyproject = self.config.get("pyproject")
+        modules, dirs = plugins_from_pyproject(pyproject) if pyproject else ([], [])
         for module in [*modules, *self.config.get("plugins", [])]:
             load_plugin(module)
         for directory in [*dirs, *self.config.get("plugin_dirs", [])]:

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "start_timeout": 60.0,  # s a child gets to connect after spawn
     "restart_backoff": 0.5,  # first restart delay; doubles per quick crash, up to restart_backoff_max
     "restart_backoff_max": 30.0,
+    "pyproject": "pyproject.toml",  # where [tool.liteyuki] lists host plugins; None to skip
 }
 
 _config: dict[str, Any] = dict(DEFAULTS)

@@ -55,6 +55,15 @@ def local_ends() -> dict[str, Channel[Any]]:
         return dict(_ends)
 
 
+def forget_local_ends() -> None:
+    """Drop every end of this process (the runtime that owned them is gone); wake their receivers."""
+    with _ends_lock:
+        ends = list(_ends.values())
+        _ends.clear()
+    for chan in ends:
+        chan.close()
+
+
 def _rebuild(name: str, hint: Any) -> Channel[Any]:
     chan = local_end(name)
     if hint is not None and chan._hint is None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..log import logger
-from ._channel import Channel, local_end, local_ends
+from ._channel import Channel, forget_local_ends, local_end, local_ends
 from ._errors import (
     BrokenPeerError,
     ChannelFullError,
@@ -391,9 +391,13 @@ class Hub(Runtime):
             logger.error(f"could not answer {peer.name!r}: {exc}")
 
     def close(self) -> None:
+        """Drop every child link and this process's channel ends (the host is done)."""
         for name in list(self._peers):
             self.detach(name)
             self._peers[name].outbox.close()
+        forget_local_ends()
+        if _current is self:
+            install(None)
 
 
 def _pickle_error(exc: BaseException) -> bytes:

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from liteyuki import LiteyukiBot
+
+_names = itertools.count()
+
+
+def unique(prefix: str = "c") -> str:
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+@pytest.fixture
+def host() -> Iterator[Callable[..., LiteyukiBot]]:
+    """Start a LiteyukiBot with the given children on a background thread; stop it after the test."""
+    contexts: list[Any] = []
+
+    def start(children: dict[str, Any] | None = None, **config: Any) -> LiteyukiBot:
+        config.setdefault("stop_grace", 3.0)
+        config.setdefault("pyproject", None)  # the repository's demo plugins are not under test here
+        bot = LiteyukiBot(**config)
+        for name, target in (children or {}).items():
+            target, args = target if isinstance(target, tuple) else (target, ())
+            bot.process_manager.add_target(name, target, args)
+        ctx = bot.running()
+        ctx.__enter__()
+        contexts.append(ctx)
+        return bot
+
+    yield start
+    for ctx in reversed(contexts):
+        ctx.__exit__(None, None, None)
+    leftover = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
+    # multiprocessing's resource tracker is not ours; everything else must be gone.
+    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline())]
+    assert not leftover, f"processes left behind: {leftover}"

@@ -1,0 +1,153 @@
+"""Spawn targets for the tests: they run in real child processes started by the host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from liteyuki.comm import Channel, active_channel, get_channel, passive_channel, set_channel
+from liteyuki.comm.storage import shared_memory
+from liteyuki.log import logger
+
+
+def _incr_many(key: str, n: int, threads: int) -> str:
+    def work() -> None:
+        for _ in range(n):
+            shared_memory.incr(key)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return "done"
+
+
+def _call(func: Any, *args: Any) -> Any:
+    try:
+        return func(*args)
+    except Exception as exc:  # the test looks at the exception itself
+        return exc
+
+
+COMMANDS: dict[str, Any] = {
+    "echo": lambda x: x,
+    "pid": os.getpid,
+    "get": lambda k, d=None: shared_memory.get(k, d),
+    "set": lambda k, v: shared_memory.set(k, v),
+    "call": lambda op, *a: _call(getattr(shared_memory, op), *a),
+    "incr_many": _incr_many,
+    "send_on": lambda name, value: get_channel(name).send(value),
+    "recv_on": lambda name, timeout: get_channel(name).receive(timeout),
+    "get_channel": lambda name: _call(get_channel, name),
+    "register": lambda name: set_channel(name, Channel(name)),
+    "burst": lambda n: [active_channel.send(i) for i in range(n)] and "sent",
+    "log": lambda text: logger.info(text),
+    "exit": lambda code: os._exit(code),
+    "publish": lambda topic, data: shared_memory.publish(topic, data),
+    "subscribe": lambda topic: _subscribe(topic),
+    "channel_names": lambda: sorted(__import__("liteyuki.comm", fromlist=["x"]).get_channels()),
+}
+
+
+def _subscribe(topic: str) -> str:
+    @shared_memory.on_subscriber_receive(topic)
+    def forward(data: Any) -> None:
+        active_channel.send(("published", topic, data))
+
+    return "subscribed"
+
+
+def _run_command(cmd: tuple[Any, ...]) -> None:
+    op, *args = cmd
+    result = _call(COMMANDS[op], *args)
+    active_channel.send(result)
+
+
+def agent() -> None:
+    """Passive mode: each command on the passive channel is answered on the active one."""
+    passive_channel.on_receive()(_run_command)
+    threading.Event().wait()
+
+
+def flaky_agent() -> None:
+    """Like agent, but the callback raises on 'boom' (dispatch must go on)."""
+
+    @passive_channel.on_receive()
+    def explode(cmd: Any) -> None:
+        if cmd == "boom":
+            raise RuntimeError("callback failure on purpose")
+
+    @passive_channel.on_receive(filter_func=lambda cmd: cmd != "boom")
+    def answer(cmd: Any) -> None:
+        _run_command(cmd)
+
+    threading.Event().wait()
+
+
+def active_echo() -> None:
+    """Active mode: echo every message on the passive channel back on the active one."""
+    for message in passive_channel:
+        active_channel.send(message)
+
+
+def late_receiver(delay_key: str) -> None:
+    """Registers its callback only after the host said so through shared memory."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while not shared_memory.get(delay_key) and time.monotonic() < deadline:
+        threading.Event().wait(0.02)  # polling the store in a test target only
+    passive_channel.on_receive()(lambda m: active_channel.send(("late", m)))
+    threading.Event().wait()
+
+
+def ordered_sink(n: int) -> None:
+    """Receives n messages actively and reports whether they came in order."""
+    got = [passive_channel.receive(timeout=30) for _ in range(n)]
+    active_channel.send(got == list(range(n)))
+    threading.Event().wait()
+
+
+def passive_counter(n: int) -> None:
+    """Counts n messages in a passive callback, then reports whether they came in order."""
+    seen: list[int] = []
+
+    @passive_channel.on_receive()
+    async def count(i: int) -> None:
+        seen.append(i)
+        if len(seen) == n:
+            active_channel.send(seen == list(range(n)))
+
+    threading.Event().wait()
+
+
+async def async_agent() -> None:
+    """An async target: awaits commands; its loop also dispatches passive callbacks."""
+    side = Channel("async-side")
+    set_channel("async-side", side)
+
+    @side.on_receive()
+    async def on_side(data: Any) -> None:
+        await asyncio.sleep(0)
+        active_channel.send(("side", data, threading.current_thread() is threading.main_thread()))
+
+    while True:
+        cmd = await passive_channel.async_receive()
+        if cmd == "async_get":
+            active_channel.send(await shared_memory.async_get("async-key"))
+        elif cmd == "gather":
+            values = await asyncio.gather(*(shared_memory.async_incr("gathered") for _ in range(100)))
+            active_channel.send(sorted(values))
+        else:
+            active_channel.send(("async", cmd))
+
+
+def crash_on_start() -> None:
+    raise RuntimeError("this child fails on purpose")
+
+
+def exits_cleanly() -> None:
+    active_channel.send("bye")

@@ -1,0 +1,236 @@
+"""Channels between the host and real child processes started by the host API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import threading
+
+import pytest
+
+from liteyuki.comm import (
+    Channel,
+    ChannelClosedError,
+    ChannelNotFoundError,
+    ChannelTypeError,
+    CommTimeoutError,
+    ReceiveModeError,
+    SerializationError,
+    get_channel,
+    get_channels,
+    set_channel,
+)
+from liteyuki.comm.storage import shared_memory
+
+from . import targets
+from .conftest import unique
+
+
+def ask(name: str, *cmd: object, timeout: float = 10) -> object:
+    get_channel(f"{name}-passive").send(cmd)
+    return get_channel(f"{name}-active").receive(timeout=timeout)
+
+
+def test_channels_exist_from_add_target_before_start(host):
+    from liteyuki import LiteyukiBot
+
+    bot = LiteyukiBot(pyproject=None)
+    bot.process_manager.add_target("early", targets.agent)
+    assert get_channel("early-active").name == "early-active"
+    assert get_channel("early-passive").name == "early-passive"
+    bot.hub.close()
+
+
+def test_child_passive_mode_full_duplex(host):
+    name = unique()
+    host({name: targets.agent})
+    pid = ask(name, "pid")
+    assert isinstance(pid, int) and pid != os.getpid()
+    assert ask(name, "echo", {"a": [1, 2]}) == {"a": [1, 2]}
+
+
+def test_child_active_mode_with_iteration(host):
+    name = unique()
+    host({name: targets.active_echo})
+    get_channel(f"{name}-passive").send("ping")
+    assert get_channel(f"{name}-active").receive(timeout=10) == "ping"
+
+
+def test_host_passive_mode_runs_callbacks_on_the_host_loop(host):
+    name = unique()
+    bot = host({name: targets.agent})
+    got: list[tuple[object, bool]] = []
+    done = threading.Event()
+
+    @get_channel(f"{name}-active").on_receive(filter_func=lambda d: d != "skip")
+    async def on_reply(data: object) -> None:
+        got.append((data, asyncio.get_running_loop() is bot.loop))
+        done.set()
+
+    get_channel(f"{name}-passive").send(("echo", "skip"))
+    get_channel(f"{name}-passive").send(("echo", "hello"))
+    assert done.wait(10)
+    assert got == [("hello", True)]
+
+
+def test_a_message_never_returns_to_its_sender(host):
+    name = unique()
+    host({name: targets.agent})
+    active = get_channel(f"{name}-active")
+    active.send("to the child, not back to me")  # host -> child on the active channel
+    get_channel(f"{name}-passive").send(("echo", 1))
+    assert active.receive(timeout=10) == 1
+
+
+def test_order_of_10000_messages_host_to_child_active(host):
+    name = unique()
+    host({name: (targets.ordered_sink, (10_000,))})
+    passive = get_channel(f"{name}-passive")
+    for i in range(10_000):
+        passive.send(i)
+    assert get_channel(f"{name}-active").receive(timeout=30) is True
+
+
+def test_order_of_10000_messages_host_to_child_passive(host):
+    name = unique()
+    host({name: (targets.passive_counter, (10_000,))})
+    passive = get_channel(f"{name}-passive")
+    for i in range(10_000):
+        passive.send(i)
+    assert get_channel(f"{name}-active").receive(timeout=30) is True
+
+
+def test_order_of_10000_messages_child_to_host(host):
+    name = unique()
+    host({name: targets.agent})
+    get_channel(f"{name}-passive").send(("burst", 10_000))
+    active = get_channel(f"{name}-active")
+    got = [active.receive(timeout=30) for _ in range(10_001)]
+    assert got[:10_000] == list(range(10_000)) and got[-1] == "sent"
+
+
+def test_callback_exception_is_logged_and_dispatch_goes_on(host, capfd):
+    name = unique()
+    host({name: targets.flaky_agent})
+    passive = get_channel(f"{name}-passive")
+    passive.send("boom")
+    passive.send(("echo", "still alive"))
+    assert get_channel(f"{name}-active").receive(timeout=10) == "still alive"
+    out = capfd.readouterr()
+    assert "callback failure on purpose" in out.out + out.err
+
+
+def test_messages_sent_before_the_child_registers_its_callback_arrive(host):
+    name, flag = unique(), unique("flag")
+    host({name: (targets.late_receiver, (flag,))})
+    passive = get_channel(f"{name}-passive")
+    for i in range(5):
+        passive.send(i)
+    shared_memory.set(flag, True)
+    active = get_channel(f"{name}-active")
+    assert [active.receive(timeout=10) for _ in range(5)] == [("late", i) for i in range(5)]
+
+
+def test_messages_sent_before_the_child_starts_arrive():
+    from liteyuki import LiteyukiBot
+
+    name = unique()
+    bot = LiteyukiBot(stop_grace=3.0, pyproject=None)
+    bot.process_manager.add_target(name, targets.active_echo)
+    get_channel(f"{name}-passive").send("sent before start")
+    with bot.running():
+        assert get_channel(f"{name}-active").receive(timeout=10) == "sent before start"
+
+
+def test_async_target_receives_awaits_and_dispatches_on_its_loop(host):
+    name = unique()
+    host({name: targets.async_agent})
+    assert ask(name, "x") == ("async", ("x",))
+    get_channel("async-side").send("side message")
+    assert get_channel(f"{name}-active").receive(timeout=10) == ("side", "side message", True)
+
+
+def test_one_receive_mode_per_end():
+    chan = Channel(unique("mode"))
+    chan.on_receive()(lambda m: None)
+    with pytest.raises(ReceiveModeError, match=r"^channel 'mode\w+' is already in passive mode"):
+        chan.receive(timeout=0.1)
+    other = Channel(unique("mode"))
+    with pytest.raises(CommTimeoutError):
+        other.receive(timeout=0.01)
+    with pytest.raises(ReceiveModeError, match=r"already in active mode"):
+        other.on_receive()(lambda m: None)
+
+
+def test_typed_channel_checks_at_send_and_nothing_is_sent(host):
+    name = unique()
+    host({name: targets.agent})
+    chan = Channel[int](unique("typed"))
+    with pytest.raises(ChannelTypeError, match=r"carries int, got str"):
+        chan.send("not an int")
+    pair = Channel[tuple[str, dict]](unique("pair"))
+    with pytest.raises(ChannelTypeError):
+        pair.send(("x", [1]))
+    Channel[int](unique("ok"), type_check=False)  # disabled check accepts anything
+
+
+def test_unpicklable_message_is_a_clear_error():
+    chan = Channel(unique("pickle"))
+    with pytest.raises(SerializationError, match=r"message on channel 'pickle\w+' of type function cannot be pickled"):
+        chan.send(lambda: None)
+
+
+def test_closed_channel_raises_on_send_and_ends_iteration():
+    chan = Channel(unique("closed"))
+    chan.close()
+    chan.close()  # safe twice
+    with pytest.raises(ChannelClosedError, match=r"^channel 'closed\w+' is closed$"):
+        chan.send(1)
+    assert list(chan) == []
+
+
+def test_get_channel_of_an_unknown_name():
+    with pytest.raises(ChannelNotFoundError, match=r"^no channel named 'nowhere'"):
+        get_channel("nowhere")
+
+
+def test_get_and_set_channel_in_children_and_round_robin(host):
+    a, b = unique(), unique()
+    host({a: targets.agent, b: targets.agent})
+    shared = unique("shared")
+    assert ask(a, "register", shared) is None
+    assert shared in get_channels()
+    assert isinstance(ask(b, "get_channel", shared), Channel)
+    assert isinstance(ask(a, "get_channel", "nope"), ChannelNotFoundError)
+    # a sends on the shared channel, b receives it (a is the sender, so never a)
+    get_channel(f"{b}-passive").send(("recv_on", shared, 10))
+    get_channel(f"{a}-passive").send(("send_on", shared, "across"))
+    replies = {get_channel(f"{a}-active").receive(timeout=10), get_channel(f"{b}-active").receive(timeout=10)}
+    assert replies == {None, "across"}
+
+
+def test_channel_sent_through_a_channel_works_on_arrival(host):
+    name = unique()
+    host({name: targets.agent})
+    inner = Channel(unique("inner"))
+    set_channel(inner.name, inner)
+    got = threading.Event()
+    inner.on_receive()(lambda m: got.set() if m == "via inner" else None)
+    assert pickle.loads(pickle.dumps(inner)) is inner
+    assert ask(name, "echo", inner) is inner  # a channel object round-trips to the same end
+    get_channel(f"{name}-passive").send(("send_on", inner.name, "via inner"))
+    assert get_channel(f"{name}-active").receive(timeout=10) is None
+    assert got.wait(10)
+
+
+def test_async_receive_with_timeout_parks_no_thread():
+    chan = Channel(unique("async"))
+
+    async def main() -> None:
+        before = threading.active_count()
+        with pytest.raises(CommTimeoutError):
+            await chan.async_receive(timeout=0.05)
+        assert threading.active_count() == before
+
+    asyncio.run(main())
