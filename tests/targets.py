@@ -39,6 +39,7 @@ COMMANDS: dict[str, Any] = {
     "set": lambda k, v: shared_memory.set(k, v),
     "call": lambda op, *a: _call(getattr(shared_memory, op), *a),
     "incr_many": _incr_many,
+    "set_lock": lambda k: _call(shared_memory.set, k, threading.Lock()),
     "send_on": lambda name, value: get_channel(name).send(value),
     "recv_on": lambda name, timeout: get_channel(name).receive(timeout),
     "get_channel": lambda name: _call(get_channel, name),
@@ -151,3 +152,18 @@ def crash_on_start() -> None:
 
 def exits_cleanly() -> None:
     active_channel.send("bye")
+
+
+def chatter() -> None:
+    """Sends as fast as it can and receives everything (traffic for shutdown tests)."""
+    count = [0]
+
+    @passive_channel.on_receive()
+    def sink(message: Any) -> None:
+        count[0] += 1
+
+    while True:
+        try:
+            active_channel.send("y" * 100, timeout=1)
+        except Exception:
+            threading.Event().wait(0.01)

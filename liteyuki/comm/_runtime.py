@@ -373,17 +373,15 @@ class Hub(Runtime):
             i += 1
 
     def _serve(self, peer: _Peer, frame: Frame) -> None:
+        op = self._ops.get(frame.name)
         try:
-            op = self._ops[frame.name]
+            if op is None:
+                raise RemoteError(f"unknown operation {frame.name!r}")
             result = op(*loads(frame.payload, what=f"arguments of {frame.name!r}"))
             if result is not None and not isinstance(result, bytes):
                 result = dumps(result)
             reply = encode(Kind.RESULT, "", result or b"", frame.ref)
-        except KeyError:
-            if frame.name not in self._ops:
-                exc = RemoteError(f"unknown operation {frame.name!r}")
-            reply = encode(Kind.FAILURE, "", _pickle_error(exc), frame.ref)
-        except Exception as exc:
+        except Exception as exc:  # the caller gets it, with its own type where it pickles
             reply = encode(Kind.FAILURE, "", _pickle_error(exc), frame.ref)
         try:
             peer.outbox.put(reply, timeout=self.send_timeout, direct=True)

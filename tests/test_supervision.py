@@ -1,0 +1,163 @@
+"""Supervision: crashes are restarted, stops are clean, nothing outlives the host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from liteyuki import LiteyukiBot
+from liteyuki.comm import get_channel
+
+from . import targets
+from .conftest import unique
+from .test_channels import ask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_kill_9_child_is_restarted_and_reached_afterwards(host):
+    name = unique()
+    restarted = threading.Event()
+    bot = host({name: targets.agent})
+    bot.on_before_process_restart(lambda n: restarted.set() if n == name else None)
+    old_pid = ask(name, "pid")
+    passive = get_channel(f"{name}-passive")
+    os.kill(old_pid, signal.SIGKILL)
+    psutil.Process(old_pid).wait(10) if psutil.pid_exists(old_pid) else None
+    passive.send(("pid",))  # sent while the child is down: waits for the new child
+    new_pid = get_channel(f"{name}-active").receive(timeout=20)
+    assert new_pid != old_pid and isinstance(new_pid, int)
+    assert restarted.is_set()
+    assert bot.process_manager.is_alive(name)
+    assert ask(name, "echo", "after restart") == "after restart"
+
+
+def test_a_child_that_exits_normally_is_not_restarted(host):
+    name = unique()
+    bot = host({name: targets.exits_cleanly})
+    assert get_channel(f"{name}-active").receive(timeout=10) == "bye"
+    child = bot.process_manager._children[name]
+    assert child.exited.wait(10)
+    assert not bot.process_manager.is_alive(name) and child.restarts == 0
+
+
+def test_restart_process_runs_hooks_and_keeps_channels(host):
+    name = unique()
+    bot = host({name: targets.agent})
+    events: list[str] = []
+    bot.on_before_process_restart(lambda n: events.append(f"before {n}"))
+    bot.on_after_restart(lambda n: events.append(f"after {n}"))
+    bot.on_before_process_shutdown(lambda n: events.append(f"shutdown {n}"))
+    active = get_channel(f"{name}-active")
+    old = ask(name, "pid")
+    bot.restart_process(name)
+    assert get_channel(f"{name}-active") is active
+    assert ask(name, "pid") != old
+    assert events == [f"before {name}", f"after {name}"]
+    bot.process_manager.stop(name)
+    assert events[-1] == f"shutdown {name}"
+    assert not bot.process_manager.is_alive(name)
+
+
+def test_a_crashing_child_is_logged_and_restarted_with_backoff(capfd):
+    bot = LiteyukiBot(pyproject=None, restart_backoff=0.1)
+    name = unique()
+    restarted = threading.Event()
+    bot.on_after_restart(lambda n: restarted.set())
+    bot.process_manager.add_target(name, targets.crash_on_start)
+    try:
+        bot.process_manager.start(name, timeout=20)  # it connects, then its target raises
+        assert restarted.wait(20)
+    finally:
+        bot.process_manager.stop_all(grace=1)
+        bot.hub.close()
+    out = capfd.readouterr().out
+    assert "this child fails on purpose" in out
+    assert f"process '{name}' exited unexpectedly (exit code 1); restarting in 0.1 s" in out
+
+
+def test_add_target_rejects_bad_input():
+    bot = LiteyukiBot(pyproject=None)
+    with pytest.raises(ValueError, match=r"process name must be"):
+        bot.process_manager.add_target("bad name!", targets.agent)
+    with pytest.raises(TypeError, match=r"must be callable"):
+        bot.process_manager.add_target("x", "not callable")  # type: ignore[arg-type]
+    bot.process_manager.add_target("dup", targets.agent)
+    with pytest.raises(ValueError, match=r"already added"):
+        bot.process_manager.add_target("dup", targets.agent)
+    bot.hub.close()
+
+
+def _start_host(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.host_script", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: a killpg is our Ctrl+C
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("PIDS"):
+            return proc, [int(p) for p in line.split()[1:]]
+    proc.kill()
+    raise AssertionError(f"host did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def _all_gone(pids: list[int], timeout: float) -> bool:
+    procs = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.timeout(60)
+def test_host_killed_children_exit_by_themselves():
+    proc, pids = _start_host("2")
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert _all_gone(pids, timeout=5), "children outlived their host"
+    finally:
+        for pid in pids:
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_everything_cleanly():
+    proc, pids = _start_host("2")
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole group
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "SHUTDOWN HOOK RAN" in out
+    assert "Traceback" not in err and "Traceback" not in out, err
+    assert _all_gone(pids, timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_the_host_stops_everything():
+    proc, pids = _start_host("1")
+    proc.terminate()
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "SHUTDOWN HOOK RAN" in out
+    assert _all_gone(pids, timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_heavy_traffic():
+    proc, pids = _start_host("2", "traffic")
+    threading.Event().wait(1.0)  # let the traffic build up: the point of the test
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Traceback" not in out, err
+    assert _all_gone(pids, timeout=1)
