@@ -53,6 +53,8 @@ logger: Logger = loguru.logger.bind(liteyuki=True, nonebot_log_level=_ABOVE_EVER
 _lock = threading.Lock()
 _handler_id: int | None = None
 _names = LEVEL_NAMES["zh-CN"]
+_level: str | int = "INFO"
+_language = "zh-CN"
 _forward: Callable[[str], bool] | None = None
 
 
@@ -79,9 +81,10 @@ def _sink(message: Message) -> None:
 
 def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool | None = None) -> None:
     """Add the liteyuki handler once per process (later calls update level names only)."""
-    global _handler_id, _names
+    global _handler_id, _names, _level, _language
     with _lock:
         _names = LEVEL_NAMES.get(language, LEVEL_NAMES["zh-CN"])
+        _level, _language = level, language
         if _handler_id is not None:
             return
         try:
@@ -95,6 +98,23 @@ def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool |
         _handler_id = loguru.logger.add(
             _sink, level=level, format=_format, filter=_is_ours, colorize=colorize, diagnose=False
         )
+
+
+def installed() -> bool:
+    return _handler_id is not None
+
+
+def reinstall() -> None:
+    """Add our handler again after someone removed every handler (``import nonebot`` does)."""
+    global _handler_id
+    with _lock:
+        if _handler_id is not None:
+            try:
+                loguru.logger.remove(_handler_id)
+            except ValueError:
+                pass
+            _handler_id = None
+    install(_level, _language)
 
 
 def set_forward(forward: Callable[[str], bool] | None) -> None:

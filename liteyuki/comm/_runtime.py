@@ -330,10 +330,12 @@ class Hub(Runtime):
                 pass
             sock.close()
 
-    def control(self, name: str, op: str, payload: bytes = b"") -> None:
+    def control(self, name: str, op: str, payload: bytes = b"", timeout: float = 1.0) -> None:
+        """Send a control frame to child ``name`` if it is connected; raise if it is not."""
         peer = self._peers.get(name)
-        if peer is not None and peer.sock is not None:
-            peer.outbox.put(encode(Kind.CONTROL, op, payload), timeout=1.0)
+        if peer is None or peer.sock is None:
+            raise BrokenPeerError(f"process {name!r} is not connected")
+        peer.outbox.put(encode(Kind.CONTROL, op, payload), timeout=timeout)
 
     def _lost(self, peer: _Peer, generation: int, error: BaseException | None) -> None:
         if peer.generation != generation:

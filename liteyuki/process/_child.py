@@ -137,7 +137,8 @@ def child_main(spec: ChildSpec) -> None:
         if inspect.iscoroutinefunction(spec.target):
             asyncio.run(_run_async(spec.target, spec.args, spec.kwargs))
         else:
-            _start_dispatch_thread()
+            if not getattr(spec.target, "liteyuki_own_loop", False):
+                _start_dispatch_thread()
             spec.target(*spec.args, **spec.kwargs)
     except KeyboardInterrupt:
         pass  # Ctrl+C or a stop request: a deliberate, clean stop

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import log
 from ..comm._errors import ProtocolError
 from ..comm._link import new_socketpair
 from ..comm._runtime import CHILD_ENV, CHILD_PID_ENV, Hub
@@ -54,6 +55,7 @@ class ProcessManager:
         self._closed = threading.Event()  # set when shutting down: cancels pending restarts
         self._wake_r, self._wake_w = os.pipe()
         self._supervisor: threading.Thread | None = None
+        self._console_owner: str | None = None
         hub.on_control = self._on_control
         hub.on_peer_lost = self._on_peer_lost
 
@@ -251,6 +253,9 @@ class ProcessManager:
         code = proc.exitcode
         child.exited.set()
         child.ready.set()  # release a start() still waiting for this child
+        if self._console_owner == child.name:
+            self._console_owner = None
+            log.set_forward(None)
         self._hub.detach(child.name)
         if child.stopping or self._closing:
             logger.debug(f"process {child.name!r} stopped (exit code {code})")
@@ -290,9 +295,20 @@ class ProcessManager:
         elif op == "restart":
             threading.Thread(target=self.restart, args=(peer,), daemon=True).start()
         elif op == "log":
-            from ..log import write_line
+            log.write_line(payload.decode())
+        elif op == "console":
+            # The child draws a UI on our shared terminal: our lines go into its log view.
+            self._console_owner = peer
+            log.set_forward(lambda line: self._forward_log(peer, line))
 
-            write_line(payload.decode())
+    def _forward_log(self, peer: str, line: str) -> bool:
+        if self._console_owner != peer:
+            return False
+        try:
+            self._hub.control(peer, "log", line.encode(), timeout=0)
+        except Exception:
+            return False
+        return True
 
     def _on_peer_lost(self, peer: str, error: BaseException | None) -> None:
         if error is None or (isinstance(error, OSError) and not isinstance(error, ProtocolError)):

@@ -1,0 +1,49 @@
+"""NoneBot plugin: liteyuki channels and shared memory inside a NoneBot process.
+
+Under a Liteyuki host (``python bot.py``) it talks to the host; alone (``nb run``,
+nonebug) the process is its own in-memory host.
+"""
+
+from __future__ import annotations
+
+from nonebot import get_driver, get_plugin_config
+from nonebot.plugin import PluginMetadata
+
+from ._bridge import Bridge
+from .config import Config
+from .deps import ActiveChannel, PassiveChannel, SharedMemory, channel
+
+__all__ = ["ActiveChannel", "Config", "PassiveChannel", "SharedMemory", "bridge", "channel"]
+
+__plugin_meta__ = PluginMetadata(
+    name="轻雪进程通信 Liteyuki Comm",
+    description="Go-like channels and a host-owned shared memory between NoneBot and the Liteyuki host",
+    usage=(
+        'require("nonebot_plugin_liteyuki_comm") first, then\n'
+        "from liteyuki.comm import active_channel, passive_channel\n"
+        "from liteyuki.comm.storage import shared_memory\n"
+        "in matchers: SharedMemory / ActiveChannel dependencies, await shared_memory.async_get(...)"
+    ),
+    type="library",
+    homepage="https://github.com/LiteyukiStudio/nonebot-plugin-liteyuki-comm",
+    config=Config,
+    supported_adapters=None,
+)
+
+plugin_config = get_plugin_config(Config)
+driver = get_driver()
+bridge = Bridge()
+
+
+@driver.on_startup
+async def _start_liteyuki_comm() -> None:
+    bridge.start(
+        getattr(driver, "_lifespan", None),
+        plugin_config.liteyuki_comm_detach_blocking_hooks,
+        plugin_config.liteyuki_comm_log_language,
+    )
+
+
+@driver.on_shutdown
+async def _stop_liteyuki_comm() -> None:
+    bridge.stop()

@@ -1,0 +1,102 @@
+"""Startup/shutdown bridge: channels dispatch on NoneBot's loop while NoneBot runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nonebot.utils import is_coroutine_callable
+
+from liteyuki import log
+from liteyuki.comm import ChannelClosedError
+from liteyuki.comm._channel import _park, local_ends
+from liteyuki.comm._dispatch import dispatcher
+from liteyuki.comm._runtime import current
+from liteyuki.log import logger
+
+__all__ = ["Bridge"]
+
+
+class Bridge:
+    """What the plugin's startup and shutdown hooks do; both are safe to run twice."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, lifespan: Any, detach_blocking_hooks: bool, language: str) -> None:
+        if not log.installed():
+            log.install(language=language)
+        current()  # standalone in-memory host when there is no Liteyuki host
+        loop = asyncio.get_running_loop()
+        if self.loop is loop:
+            return
+        self.loop = loop
+        dispatcher.bind(loop)
+        if detach_blocking_hooks and lifespan is not None:
+            for hooks in (lifespan._startup_funcs, lifespan._ready_funcs):
+                # Replaced in place: NoneBot is iterating this very list right now,
+                # and picks up the wrapped hooks that come after ours.
+                for i, func in enumerate(hooks):
+                    if not is_coroutine_callable(func) and not getattr(func, "liteyuki_detachable", False):
+                        hooks[i] = detachable(func)
+
+    def stop(self) -> None:
+        loop, self.loop = self.loop, None
+        # Release every thread blocked in receive() (the documented sync hook among them).
+        for chan in local_ends().values():
+            chan._release()
+        if loop is not None:
+            dispatcher.unbind(loop)
+
+
+def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a sync startup hook: it runs in a daemon thread; the wrapper returns when the
+    hook returns (NoneBot's usual semantics) *or* when it blocks in ``Channel.receive()``
+    — then it keeps running in the background until shutdown releases it."""
+    name = getattr(func, "__qualname__", repr(func))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[tuple[str, BaseException | None]] = loop.create_future()
+        parked = threading.Event()
+
+        def settle(kind: str, error: BaseException | None = None) -> None:
+            def set_result() -> None:
+                if not outcome.done():
+                    outcome.set_result((kind, error))
+
+            try:
+                loop.call_soon_threadsafe(set_result)
+            except RuntimeError:  # NoneBot's loop is gone already
+                pass
+
+        def on_park() -> None:
+            if not parked.is_set():
+                parked.set()
+                settle("parked")
+
+        def body() -> None:
+            _park.notify = on_park
+            try:
+                func()
+            except ChannelClosedError:
+                settle("done")  # released at shutdown: the loop it ran is over
+            except BaseException as exc:
+                if parked.is_set():
+                    logger.opt(exception=exc).error(f"startup hook {name} raised in the background")
+                settle("error", exc)
+            else:
+                settle("done")
+
+        threading.Thread(target=body, name=f"startup-hook-{name}", daemon=True).start()
+        kind, error = await outcome
+        if kind == "error" and error is not None:
+            raise error
+        if kind == "parked":
+            logger.debug(f"startup hook {name} waits on a channel; it goes on in the background")
+
+    run.liteyuki_detachable = True  # type: ignore[attr-defined]
+    run.__qualname__ = name
+    return run
