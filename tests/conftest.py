@@ -12,6 +12,19 @@ from liteyuki import LiteyukiBot
 
 _names = itertools.count()
 
+# The nonebug suite runs in its own process (see test_nonebot_plugin.py).
+collect_ignore = [] if os.environ.get("LITEYUKI_PLUGIN_TESTS") else ["nonebot_plugin"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # nonebug initialises NoneBot in every pytest session; here it only needs a driver
+    # that is always installed, and no lifespan (the host tests do not use NoneBot).
+    from nonebug import NONEBOT_INIT_KWARGS, NONEBOT_START_LIFESPAN
+
+    if not os.environ.get("LITEYUKI_PLUGIN_TESTS"):
+        config.stash[NONEBOT_INIT_KWARGS] = {"driver": "~none", "console_headless_mode": True}
+        config.stash[NONEBOT_START_LIFESPAN] = False
+
 
 def unique(prefix: str = "c") -> str:
     return f"{prefix}{os.getpid()}x{next(_names)}"

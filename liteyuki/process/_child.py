@@ -81,11 +81,11 @@ def _watch_parent() -> None:
 
 
 def _reopen_stdin() -> None:
-    # multiprocessing closes sys.stdin in the child, but fd 0 is still the
-    # terminal; a console UI in the child needs it back.
-    if sys.stdin is None or sys.stdin.closed:
+    # multiprocessing replaces sys.stdin with /dev/null in the child, but fd 0 is
+    # still the terminal; a console UI in the child needs it back.
+    if (sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty()) and os.isatty(0):
         try:
-            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+            sys.stdin = sys.__stdin__ = open(0, closefd=False)  # noqa: SIM115  (Textual reads __stdin__)
         except OSError:
             pass
 

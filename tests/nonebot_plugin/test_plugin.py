@@ -1,0 +1,154 @@
+"""The NoneBot plugin under nonebug: metadata, lifespan bridge, matchers, standalone mode."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from nonebug import App
+from pydantic import BaseModel
+
+
+def make_event(text: str) -> Any:
+    from nonebot.adapters.console import Message, MessageEvent
+    from nonechat.model import Channel as ChatChannel
+    from nonechat.model import User
+
+    return MessageEvent(
+        time=datetime.now(),
+        self_id="robot",
+        message_id="1",
+        message=Message(text),
+        user=User(id="user"),
+        channel=ChatChannel(id="general", name="General"),
+        to_me=True,
+    )
+
+
+def test_metadata_passes_the_store_checks():
+    import nonebot_plugin_liteyuki_comm as plugin
+
+    meta = plugin.__plugin_meta__
+    assert meta.type == "library"
+    assert 0 < len(meta.name) <= 50
+    assert urlparse(meta.homepage or "").scheme in ("http", "https")
+    assert isinstance(meta.config, type) and issubclass(meta.config, BaseModel)
+    assert meta.supported_adapters is None
+    assert "require" in meta.usage
+    fields = set(plugin.Config.model_fields)
+    assert fields and all(name.startswith("liteyuki_comm_") for name in fields)
+
+
+def test_standalone_mode_is_its_own_in_memory_host():
+    from liteyuki.comm._runtime import current
+    from liteyuki.comm.storage import shared_memory
+
+    runtime = current()
+    assert runtime.role == "standalone"
+    shared_memory.set("standalone", {"x": 1})
+    assert shared_memory.get("standalone") == {"x": 1}
+    assert shared_memory.incr("standalone:n") == 1
+
+
+async def test_startup_hook_bound_dispatch_to_nonebot_loop():
+    from liteyuki.comm import passive_channel
+    from liteyuki.comm._dispatch import dispatcher
+
+    assert dispatcher.loop is asyncio.get_running_loop()
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    @passive_channel.on_receive(filter_func=lambda d: isinstance(d, str) and d.startswith("plugin"))
+    async def on_message(data: Any) -> None:
+        if not got.done():
+            got.set_result((data, asyncio.get_running_loop() is dispatcher.loop))
+
+    passive_channel.send("plugin test message")  # standalone: delivered within the process
+    assert await asyncio.wait_for(got, 5) == ("plugin test message", True)
+
+
+async def test_matcher_uses_shared_memory_and_a_channel(app: App):
+    from nonebot.adapters.console import Bot
+    from nonechat.model import Robot
+
+    from liteyuki.comm import active_channel
+    from tests.nonebot_plugin.plugins.demo_matchers import count
+
+    for expected in (1, 2):
+        async with app.test_matcher(count) as ctx:
+            # The console Bot takes a Robot where nonebug passes self_id.
+            bot = ctx.create_bot(base=Bot, self_id=Robot("robot"))  # type: ignore[arg-type]
+            event = make_event("/count")
+            ctx.receive_event(bot, event)
+            ctx.should_call_send(event, f"count: {expected}", result=None)
+            ctx.should_finished(count)
+        assert await active_channel.async_receive(timeout=5) == {"count": expected}
+
+
+async def test_shutdown_releases_a_blocked_receive_and_startup_runs_twice_safely():
+    import nonebot_plugin_liteyuki_comm as plugin
+    from liteyuki.comm import Channel, ChannelClosedError
+    from liteyuki.comm._dispatch import dispatcher
+
+    chan = Channel("release-me")
+    outcome: list[str] = []
+    blocked = threading.Event()
+
+    def wait_forever() -> None:
+        from liteyuki.comm._channel import _park
+
+        _park.notify = blocked.set
+        try:
+            chan.receive()
+        except ChannelClosedError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=wait_forever)
+    worker.start()
+    assert blocked.wait(5)
+    loop = asyncio.get_running_loop()
+    await plugin._stop_liteyuki_comm()
+    await plugin._stop_liteyuki_comm()  # harmless twice
+    worker.join(5)
+    assert outcome == ["channel 'release-me' was released for shutdown"]
+    assert dispatcher.loop is None
+    await plugin._start_liteyuki_comm()
+    await plugin._start_liteyuki_comm()  # harmless twice
+    assert dispatcher.loop is loop
+
+
+async def test_a_blocking_sync_startup_hook_is_detached_not_awaited_forever():
+    from liteyuki.comm import Channel
+    from nonebot_plugin_liteyuki_comm._bridge import detachable
+
+    chan = Channel("detach-test")
+    received: list[Any] = []
+    arrived = threading.Event()
+
+    def documented_style_hook() -> None:
+        while True:
+            received.append(chan.receive())
+            arrived.set()
+
+    await asyncio.wait_for(detachable(documented_style_hook)(), 5)  # returns once it blocks
+    chan.send("still served in the background")
+    assert await asyncio.to_thread(arrived.wait, 5)
+    assert received == ["still served in the background"]
+    chan._release()
+
+
+async def test_ordinary_sync_hooks_keep_nonebot_semantics():
+    from nonebot_plugin_liteyuki_comm._bridge import detachable
+
+    ran: list[str] = []
+    await detachable(lambda: ran.append("done"))()
+    assert ran == ["done"]
+
+    def broken() -> None:
+        raise ValueError("hook failed on purpose")
+
+    with pytest.raises(ValueError, match=r"^hook failed on purpose$"):
+        await detachable(broken)()
