@@ -100,11 +100,15 @@ class Channel(Generic[T]):
             _ends[name] = self
             return self
 
-    def __init__(self, name: str, type_check: bool = True, buffer_size: int = DEFAULT_BUFFER_SIZE) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
-        self._type_check = type_check
-        self._capacity = buffer_size
+    def __init__(self, name: str, type_check: bool | None = None, buffer_size: int | None = None) -> None:
+        # The same end may be "created" again (Channel(name) returns it); only
+        # options given explicitly change it.
+        if buffer_size is not None:
+            if buffer_size < 1:
+                raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
+            self._capacity = buffer_size
+        if type_check is not None:
+            self._type_check = type_check
 
     def _setup(self, name: str) -> None:
         self.name = name
