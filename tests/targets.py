@@ -167,3 +167,13 @@ def chatter() -> None:
             active_channel.send("y" * 100, timeout=1)
         except Exception:
             threading.Event().wait(0.01)
+
+
+def stubborn() -> None:
+    """Ignores SIGINT and SIGTERM: only SIGKILL ends it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    active_channel.send("ignoring signals")
+    threading.Event().wait()

@@ -161,3 +161,15 @@ def test_ctrl_c_during_heavy_traffic():
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Traceback" not in out, err
     assert _all_gone(pids, timeout=1)
+
+
+def test_stop_escalates_to_sigkill_for_a_hung_child(host, capfd):
+    name = unique()
+    bot = host({name: targets.stubborn}, stop_grace=0.5)
+    assert get_channel(f"{name}-active").receive(timeout=10) == "ignoring signals"
+    pid = bot.process_manager.pid(name)
+    os.kill(pid, signal.SIGSTOP)  # hung for real: not even its own stop deadline can run
+    bot.process_manager.stop(name)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    out = capfd.readouterr().out
+    assert "sending SIGTERM" in out and "sending SIGKILL" in out

@@ -91,6 +91,9 @@ class Channel(Generic[T]):
     def __new__(cls, name: str, *args: Any, **kwargs: Any) -> Channel[Any]:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise ValueError(f"channel name must be a non-empty str of at most 200 characters, got {name!r}")
+        size = kwargs.get("buffer_size", args[1] if len(args) > 1 else None)
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(f"buffer_size must be a positive int, got {size!r}")
         with _ends_lock:
             existing = _ends.get(name)
             if existing is not None:
@@ -104,8 +107,6 @@ class Channel(Generic[T]):
         # The same end may be "created" again (Channel(name) returns it); only
         # options given explicitly change it.
         if buffer_size is not None:
-            if buffer_size < 1:
-                raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
             self._capacity = buffer_size
         if type_check is not None:
             self._type_check = type_check

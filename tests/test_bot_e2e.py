@@ -1,0 +1,492 @@
+"""End to end: ``python bot.py`` run from the repository root, as a user runs it.
+
+Headless (stdout is a pipe, so the console adapter runs without its UI) and
+interactive (a real terminal from tmux, with the console adapter's Textual UI).
+Every test tracks the host and all its descendants with psutil and leaves none
+of them, and no tmux server, behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+PASSIVE = "Passive receive: I am liteyuki main process passive"
+ACTIVE = "Active receive: I am liteyuki main process active"
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+PASSIVE_LINE = re.compile(rf"^({STAMP}) \[ℹ️信息\] {PASSIVE}$")
+ACTIVE_LINE = re.compile(rf"^({STAMP}) \[ℹ️信息\] {ACTIVE}$")
+NONEBOT_LINE = re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d \[SUCCESS\] nonebot \| ")
+STARTED = re.compile(r"nonebot \| Application startup completed")
+SHUT_DOWN = "Application shutdown complete"
+# Any log timestamp, ours (YYYY-MM-DD HH:MM:SS) or NoneBot's (MM-DD HH:MM:SS).
+ANY_STAMP = re.compile(r"\d\d-\d\d \d\d:\d\d:\d\d")
+
+STOP_WITHIN = 10.0
+_names = itertools.count()
+
+
+def clean_env() -> dict[str, str]:
+    """The test runner's environment without anything that would force the console mode."""
+    env = dict(os.environ)
+    for key in ("LITEYUKI_CONSOLE", "CONSOLE_HEADLESS_MODE", "DRIVER", "TMUX", "TMUX_PANE"):
+        env.pop(key, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# -- process bookkeeping ---------------------------------------------------------------------
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and all its descendants (alive now)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def nonebot_child(host_pid: int) -> psutil.Process | None:
+    """The host's NoneBot child: a ``multiprocessing.spawn`` child that is not the resource tracker."""
+    try:
+        children = psutil.Process(host_pid).children()
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing.spawn" in cmdline and "resource_tracker" not in cmdline and alive(child):
+            return child
+    return None
+
+
+def wait_gone(procs: Iterable[psutil.Process], deadline: float) -> list[psutil.Process]:
+    """Wait until none of ``procs`` runs (a zombie counts as gone); return those still running."""
+    procs = list(procs)
+    while True:
+        left = [p for p in procs if alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def kill_all(procs: Iterable[psutil.Process]) -> None:
+    """Cleanup after a failed test: SIGKILL the processes this test started (by pid)."""
+    for proc in procs:
+        if alive(proc):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- headless runs -------------------------------------------------------------------------
+
+
+class HeadlessBot:
+    """``python bot.py`` with stdin from /dev/null and stdout (+stderr) piped, in its own session."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, "bot.py"],
+            cwd=REPO,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.seen: dict[int, psutil.Process] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, name="bot-stdout", daemon=True)
+        self._reader.start()
+        self.track()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def track(self) -> list[psutil.Process]:
+        """Remember the host's current process tree (for the final 'all gone' check and cleanup)."""
+        procs = tree(self.pid)
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return procs
+
+    def _pull(self, timeout: float) -> bool:
+        """Move one line from the reader into ``lines``; False on timeout or at EOF."""
+        if self._eof:
+            return False
+        try:
+            line = self._queue.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            return False
+        if line is None:
+            self._eof = True
+            return False
+        self.lines.append(line)
+        return True
+
+    def wait_for(self, pattern: re.Pattern[str] | str, timeout: float, start: int = 0, count: int = 1) -> int:
+        """Wait until ``count`` lines from index ``start`` on match; return the index of the last one."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        found = 0
+        i = start
+        while True:
+            while i < len(self.lines):
+                if regex.search(self.lines[i]):
+                    found += 1
+                    if found >= count:
+                        return i
+                i += 1
+            if not self._pull(deadline - time.monotonic()) and (self._eof or time.monotonic() >= deadline):
+                tail = "\n".join(self.lines[-30:])
+                raise AssertionError(
+                    f"{count}× {regex.pattern!r} not seen within {timeout} s "
+                    f"({'EOF' if self._eof else 'timeout'}); last output:\n{tail}"
+                )
+
+    def drain(self, timeout: float) -> None:
+        """Read everything up to EOF (all writers of the pipe gone)."""
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            self._pull(deadline - time.monotonic())
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop_and_check(self, how: str) -> None:
+        """Stop the host (``group``: SIGINT to the process group, like Ctrl+C; ``term``: SIGTERM to
+        the host only) and check that everything is gone within STOP_WITHIN s with exit code 0."""
+        procs = list(self.track())
+        deadline = time.monotonic() + STOP_WITHIN
+        if how == "group":
+            os.killpg(self.pid, signal.SIGINT)
+        else:
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=STOP_WITHIN)
+        except subprocess.TimeoutExpired:
+            code = None
+        left = wait_gone([*procs, *self.seen.values()], deadline)
+        self.drain(max(deadline - time.monotonic(), 1.0))
+        assert code is not None, f"the host did not exit within {STOP_WITHIN} s\n{self.output}"
+        assert not left, f"still running {STOP_WITHIN} s after the stop signal: {left}\n{self.output}"
+        assert code == 0, f"host exit code {code}\n{self.output}"
+        assert self._eof, "stdout still open after every process exited"
+        assert "Traceback" not in self.output, self.output
+
+    def close(self) -> None:
+        self.track()
+        kill_all(self.seen.values())
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def headless_bot() -> Iterator[HeadlessBot]:
+    bot = HeadlessBot()
+    try:
+        yield bot
+    finally:
+        bot.close()
+
+
+def stamps(lines: list[str], regex: re.Pattern[str]) -> list[datetime]:
+    return [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") for m in map(regex.match, lines) if m]
+
+
+def check_period(lines: list[str], regex: re.Pattern[str], text: str) -> None:
+    """Every line containing ``text`` is in the documented format; repeats are ~3 s apart."""
+    matching = [line for line in lines if text in line]
+    bad = [line for line in matching if not regex.match(line)]
+    assert not bad, f"lines not in the documented format (or printed twice in another format): {bad}"
+    times = stamps(lines, regex)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert gaps, f"{text!r} seen fewer than twice"
+    # The first send may go out before NoneBot has started: the first gap may be shorter.
+    assert 0 <= gaps[0] <= 4, f"{text!r}: gaps {gaps}"
+    assert all(2 <= g <= 4 for g in gaps[1:]), f"{text!r}: gaps {gaps} (expected ~3 s)"
+
+
+# -- 1. headless: the documented output, NoneBot's own format, Ctrl+C --------------------------
+
+
+@pytest.mark.timeout(40)
+def test_headless_prints_documented_lines_and_stops_on_ctrl_c(headless_bot: HeadlessBot) -> None:
+    bot = headless_bot
+    bot.wait_for(STARTED, timeout=20)  # the documented blocking sync hook does not hold back startup
+    bot.wait_for(PASSIVE_LINE, timeout=12, count=3)
+    bot.wait_for(ACTIVE_LINE, timeout=6, count=3)
+    check_period(bot.lines, PASSIVE_LINE, "Passive receive")
+    check_period(bot.lines, ACTIVE_LINE, "Active receive")
+    assert any(NONEBOT_LINE.match(line) for line in bot.lines), bot.output
+    assert nonebot_child(bot.pid) is not None, "no NoneBot child"
+
+    bot.stop_and_check("group")
+    assert SHUT_DOWN in bot.output, bot.output
+
+
+# -- 2. crash recovery --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(45)
+def test_killed_nonebot_child_is_restarted_and_lines_resume(headless_bot: HeadlessBot) -> None:
+    bot = headless_bot
+    bot.wait_for(STARTED, timeout=20)
+    bot.wait_for(ACTIVE_LINE, timeout=6)
+    old = nonebot_child(bot.pid)
+    assert old is not None, "no NoneBot child"
+    bot.track()
+
+    mark = len(bot.lines)
+    old.send_signal(signal.SIGKILL)
+    restarted = bot.wait_for(r"process 'nonebot' exited unexpectedly .*restarting", timeout=10, start=mark)
+    # Lines logged after the host noticed the death can only come from the new child.
+    bot.wait_for(STARTED, timeout=20, start=restarted)
+    bot.wait_for(PASSIVE_LINE, timeout=8, start=restarted)
+    bot.wait_for(ACTIVE_LINE, timeout=8, start=restarted)
+    new = nonebot_child(bot.pid)
+    assert new is not None and new.pid != old.pid, (old, new)
+    assert not alive(old)
+    bot.track()
+
+    bot.stop_and_check("group")
+    assert SHUT_DOWN in "\n".join(bot.lines[restarted:]), bot.output
+
+
+# -- 3. SIGTERM to the host only ---------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_to_host_stops_everything(headless_bot: HeadlessBot) -> None:
+    bot = headless_bot
+    bot.wait_for(STARTED, timeout=20)
+    bot.wait_for(ACTIVE_LINE, timeout=6)
+    assert nonebot_child(bot.pid) is not None, "no NoneBot child"
+    bot.stop_and_check("term")
+    assert SHUT_DOWN in bot.output, bot.output
+
+
+# -- interactive runs (tmux) -------------------------------------------------------------
+
+TMUX = shutil.which("tmux") or ("/usr/bin/tmux" if os.path.exists("/usr/bin/tmux") else None)
+needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+UI_READY = ("Send Message", "Focus input")
+LOG_MARKERS = ("[ℹ️信息]", "nonebot |", "Passive receive", "Active receive")
+
+
+class TmuxBot:
+    """``python bot.py`` in a detached tmux session (own server socket) — a real terminal."""
+
+    def __init__(self) -> None:
+        assert TMUX is not None
+        self.name = f"liteyuki-e2e-{os.getpid()}-{next(_names)}"
+        self.base = [TMUX, "-L", self.name, "-f", "/dev/null"]
+        command = f"cd {shlex.quote(str(REPO))} && exec {shlex.quote(PYTHON)} bot.py"
+        # remain-on-exit: the pane stays after the host exits, with its exit status and last screen.
+        self.tmux(
+            "new-session", "-d", "-s", self.name, "-x", "160", "-y", "45", command,
+            ";", "set-option", "-w", "-t", self.name, "remain-on-exit", "on",
+        )  # fmt: skip
+        self.pid = int(self.tmux("display", "-p", "-t", self.name, "#{pane_pid}").strip())
+        self.seen: dict[int, psutil.Process] = {}
+        self.track()
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            [*self.base, *args], env=clean_env(), check=True, capture_output=True, text=True, timeout=10
+        ).stdout
+
+    def track(self) -> list[psutil.Process]:
+        procs = tree(self.pid)
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return procs
+
+    def screen(self, history: bool = False) -> str:
+        args = ["capture-pane", "-p", "-t", self.name]
+        if history:
+            args += ["-S", "-200"]
+        return self.tmux(*args)
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys)
+
+    def wait_screen(self, predicate, timeout: float, what: str) -> str:  # type: ignore[no-untyped-def]
+        last = ""
+
+        def check() -> str | None:
+            nonlocal last
+            last = self.screen()
+            return last if predicate(last) else None
+
+        try:
+            return wait_until(check, timeout, what, interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; screen:\n{last}") from None
+
+    def pane_dead(self) -> tuple[bool, int | None]:
+        dead, _, status = self.tmux("display", "-p", "-t", self.name, "#{pane_dead} #{pane_dead_status}").partition(
+            " "
+        )
+        return dead.strip() == "1", int(status) if status.strip() else None
+
+    def close(self) -> None:
+        self.track()
+        kill_all(self.seen.values())
+        subprocess.run([*self.base, "kill-session", "-t", self.name], capture_output=True, timeout=10)
+        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux_bot() -> Iterator[TmuxBot]:
+    bot = TmuxBot()
+    try:
+        yield bot
+    finally:
+        bot.close()
+
+
+def split_panel(line: str) -> tuple[str, str]:
+    """(chat/left part, log view part) of a screen row: the log view is right of the last '│'."""
+    left, bar, right = line.rpartition("│")
+    return (left, right) if bar else (line, "")
+
+
+def garbled_rows(screen: str) -> list[str]:
+    """Rows where log text shows up outside the UI's log view (drawn over the UI)."""
+    bad = []
+    for row in screen.splitlines():
+        left, _ = split_panel(row)
+        if ANY_STAMP.search(left) or any(marker in left for marker in LOG_MARKERS):
+            bad.append(row)
+    return bad
+
+
+def log_panel(screen: str) -> str:
+    return "\n".join(split_panel(row)[1] for row in screen.splitlines())
+
+
+def ui_up(screen: str) -> bool:
+    return all(text in screen for text in UI_READY)
+
+
+@needs_tmux
+@pytest.mark.timeout(45)
+def test_console_ui_counts_in_shared_memory_without_garbling(tmux_bot: TmuxBot) -> None:
+    bot = tmux_bot
+    screens = [bot.wait_screen(ui_up, 25, "the console UI")]
+    bot.track()
+
+    answers: list[int] = []
+    for n in (1, 2):
+        bot.keys("C-_")  # ctrl+/ : focus the input
+        bot.keys("/count", literal=True)
+        screens.append(bot.wait_screen(lambda s: "Send Message" not in s and "/count" in s, 5, "'/count' typed"))
+        bot.keys("Enter")
+        screen = bot.wait_screen(lambda s, n=n: len(re.findall(r"count: \d+", s)) >= n, 10, f"answer {n}")
+        screens.append(screen)
+        answers.append(int(re.findall(r"count: (\d+)", screen)[n - 1]))
+    assert answers[1] == answers[0] + 1, f"the shared counter did not advance: {answers}"
+    screens.append(bot.screen())
+
+    for screen in screens:
+        assert not garbled_rows(screen), "log text outside the log view:\n" + "\n".join(garbled_rows(screen))
+
+    bot.keys("C-q")  # closes the UI; NoneBot keeps running until Ctrl+C
+    bot.wait_screen(lambda s: "Press Ctrl-C for Application exit" in s, 10, "the UI to close")
+    procs = bot.track()
+    assert len(procs) >= 2, procs
+    deadline = time.monotonic() + STOP_WITHIN
+    bot.keys("C-c")
+    left = wait_gone(procs, deadline)
+    assert not left, f"still running {STOP_WITHIN} s after Ctrl+C: {left}\n{bot.screen(history=True)}"
+    dead, status = wait_until(lambda: (bot.pane_dead()[0] and bot.pane_dead()) or None, 5, "the pane to die")
+    final = bot.screen(history=True)
+    assert dead and status == 0, f"exit status {status}\n{final}"
+    assert "Traceback" not in final, final
+
+
+@needs_tmux
+@pytest.mark.timeout(40)
+def test_console_ui_shows_logs_in_its_log_view_and_sigterm_restores_terminal(tmux_bot: TmuxBot) -> None:
+    bot = tmux_bot
+    bot.wait_screen(ui_up, 25, "the console UI")
+    bot.track()
+    # Our lines (the documented demo) are drawn inside the UI's log view, not over the UI.
+    screen = bot.wait_screen(
+        lambda s: "[ℹ️信息] Passive" in log_panel(s) and "[ℹ️信息] Active" in log_panel(s),
+        10,
+        "the demo lines in the log view",
+    )
+    assert not garbled_rows(screen), "log text outside the log view:\n" + "\n".join(garbled_rows(screen))
+
+    # SIGTERM to the host while the UI is up: everything stops, the terminal is handed back.
+    procs = bot.track()
+    assert len(procs) >= 2, procs
+    deadline = time.monotonic() + STOP_WITHIN
+    os.kill(bot.pid, signal.SIGTERM)
+    left = wait_gone(procs, deadline)
+    assert not left, f"still running {STOP_WITHIN} s after SIGTERM: {left}\n{bot.screen(history=True)}"
+    dead, status = wait_until(lambda: (bot.pane_dead()[0] and bot.pane_dead()) or None, 5, "the pane to die")
+    final = bot.screen(history=True)
+    assert dead and status == 0, f"exit status {status}\n{final}"
+    assert "Traceback" not in final, final
+    assert not ui_up(final), f"the UI is still on the screen after exit:\n{final}"
+    assert "liteyuki stopped" in final, final
