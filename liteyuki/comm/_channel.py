@@ -372,19 +372,16 @@ class Channel(Generic[T]):
         """Close this end: ``send`` raises; receivers drain the buffer, then stop. Safe twice."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-            waiters = list(self._async_waiters)
-            self._async_waiters.clear()
-        for loop, fut in waiters:
-            try:
-                loop.call_soon_threadsafe(_resolve, fut)
-            except RuntimeError:
-                pass
+        self._wake_everyone()
 
     def _release(self) -> None:
         """Wake every blocked receiver with ``ChannelClosedError`` (shutdown); the end stays usable."""
         with self._cond:
             self._generation += 1
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        with self._cond:
             self._cond.notify_all()
             waiters = list(self._async_waiters)
             self._async_waiters.clear()

@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..log import logger
@@ -343,23 +343,14 @@ class Hub(Runtime):
         self.on_peer_lost(peer.name, error)
 
     def _on_frames(self, peer: _Peer, frames: list[Frame]) -> None:
-        i = 0
-        n = len(frames)
-        while i < n:
-            frame = frames[i]
+        for frame, payloads in message_runs(frames):
             kind = frame.kind
-            if kind is Kind.MESSAGE:
-                # Route a run of messages on one channel in one go.
-                j = i + 1
-                while j < n and frames[j].kind is Kind.MESSAGE and frames[j].name == frame.name:
-                    j += 1
+            if payloads is not None:
                 try:
-                    self.route(frame.name, [f.payload for f in frames[i:j]], peer.name, self.send_timeout)
+                    self.route(frame.name, payloads, peer.name, self.send_timeout)
                 except (ChannelFullError, BrokenPeerError) as exc:
-                    logger.error(f"dropped {j - i} message(s) from {peer.name!r} on {frame.name!r}: {exc}")
-                i = j
-                continue
-            if kind is Kind.REQUEST:
+                    logger.error(f"dropped {len(payloads)} message(s) from {peer.name!r} on {frame.name!r}: {exc}")
+            elif kind is Kind.REQUEST:
                 self._serve(peer, frame)
             elif kind is Kind.PUBLISH:
                 self._publish(frame.name, frame.payload)
@@ -372,7 +363,6 @@ class Hub(Runtime):
                 self.on_control(peer.name, frame.name, frame.payload)
             else:
                 logger.warning(f"child {peer.name!r} sent an unexpected {kind.name} frame; ignored")
-            i += 1
 
     def _serve(self, peer: _Peer, frame: Frame) -> None:
         op = self._ops.get(frame.name)
@@ -398,6 +388,23 @@ class Hub(Runtime):
         forget_local_ends()
         if _current is self:
             install(None)
+
+
+def message_runs(frames: list[Frame]) -> Iterator[tuple[Frame, list[bytes] | None]]:
+    """Each frame, except that a run of MESSAGE frames on one channel comes as one item
+    with all their payloads (delivered or routed in one go); other frames come with None."""
+    i, n = 0, len(frames)
+    while i < n:
+        frame = frames[i]
+        if frame.kind is not Kind.MESSAGE:
+            yield frame, None
+            i += 1
+            continue
+        j = i + 1
+        while j < n and frames[j].kind is Kind.MESSAGE and frames[j].name == frame.name:
+            j += 1
+        yield frame, [f.payload for f in frames[i:j]]
+        i = j
 
 
 def _pickle_error(exc: BaseException) -> bytes:
@@ -542,19 +549,11 @@ class ChildRuntime(Runtime):
         return waiter.outcome()
 
     def _on_frames(self, frames: list[Frame]) -> None:
-        i = 0
-        n = len(frames)
-        while i < n:
-            frame = frames[i]
+        for frame, payloads in message_runs(frames):
             kind = frame.kind
-            if kind is Kind.MESSAGE:
-                j = i + 1
-                while j < n and frames[j].kind is Kind.MESSAGE and frames[j].name == frame.name:
-                    j += 1
-                local_end(frame.name)._deliver([f.payload for f in frames[i:j]])
-                i = j
-                continue
-            if kind is Kind.RESULT or kind is Kind.FAILURE:
+            if payloads is not None:
+                local_end(frame.name)._deliver(payloads)
+            elif kind is Kind.RESULT or kind is Kind.FAILURE:
                 waiter = self._pending.pop(frame.ref, None)
                 if waiter is not None:
                     waiter.settle(kind, frame.payload)
@@ -564,7 +563,6 @@ class ChildRuntime(Runtime):
                 _deliver_publish(frame.name, frame.payload)
             elif kind is Kind.CONTROL:
                 self.on_control(frame.name, frame.payload)
-            i += 1
 
     def _lost(self, error: BaseException | None) -> None:
         self._broken = f"the host connection was lost ({error or 'end of stream'})"
