@@ -47,8 +47,20 @@ _stop_lock = threading.Lock()
 _stopping = False
 
 
+# How this process asks itself to stop; a framework with a gentler way installs it
+# (run_nonebot does: a SIGINT on top of the terminal's Ctrl+C would mean "force quit").
+_stopper: Callable[[], None] | None = None
+
+
+def set_stopper(stopper: Callable[[], None] | None) -> None:
+    """Use ``stopper()`` instead of a SIGINT to ourselves when a stop is requested."""
+    global _stopper
+    _stopper = stopper
+
+
 def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
-    """Ask this process to stop: SIGINT to itself, then ``os._exit`` after ``grace`` s."""
+    """Ask this process to stop (SIGINT to itself, or the framework's own way); ``os._exit``
+    after ``grace`` s if it has not exited by then."""
     global _stopping
     with _stop_lock:
         if _stopping:
@@ -61,6 +73,13 @@ def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
             os._exit(0)
 
     threading.Thread(target=force, name="liteyuki-stop-deadline", daemon=True).start()
+    stopper = _stopper
+    if stopper is not None:
+        try:
+            stopper()
+            return
+        except Exception:  # e.g. the framework's loop is already closed
+            pass
     os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -148,6 +167,9 @@ def child_main(spec: ChildSpec) -> None:
         logger.exception(f"process {spec.name!r} crashed")
         code = 1
     finally:
+        # The target is over: a late stop request (it sends SIGINT) or a second Ctrl+C
+        # must not interrupt the clean-up below with a KeyboardInterrupt traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # What the target sent last must reach the host before we go.
         runtime.outbox.flush(2.0)
         _exited.set()

@@ -7,12 +7,14 @@ loaded as a plugin.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import log
+from ._child import set_stopper
 
 __all__ = ["console_is_interactive", "run_nonebot"]
 
@@ -52,7 +54,9 @@ def run_nonebot(pyproject: str | Path = "pyproject.toml", **nonebot_config: Any)
     log.reinstall()
     nonebot_config.setdefault("driver", os.environ.get("DRIVER", "~none"))
     nonebot.init(**nonebot_config)
-    nonebot.get_driver().register_adapter(ConsoleAdapter)
+    driver = nonebot.get_driver()
+    driver.register_adapter(ConsoleAdapter)
+    _stop_through_driver(driver)
     nonebot.load_plugin(PLUGIN)
     if interactive:
         _claim_terminal()
@@ -60,6 +64,27 @@ def run_nonebot(pyproject: str | Path = "pyproject.toml", **nonebot_config: Any)
     if file.is_file():
         nonebot.load_from_toml(str(file))
     nonebot.run()
+
+
+def _stop_through_driver(driver: Any) -> None:
+    """Stop requests from the host become ``driver.exit()`` on NoneBot's loop.
+
+    On Ctrl+C the child already got the terminal's SIGINT; a second SIGINT (our
+    default way to stop) would make NoneBot force-quit, cutting its shutdown
+    hooks short. ``exit(force=False)`` is idempotent.
+    """
+    exit_driver = getattr(driver, "exit", None)
+    if exit_driver is None:
+        return
+
+    @driver.on_startup
+    async def _install_stopper() -> None:
+        loop = asyncio.get_running_loop()
+        set_stopper(lambda: loop.call_soon_threadsafe(exit_driver, False))
+
+    @driver.on_shutdown
+    async def _remove_stopper() -> None:
+        set_stopper(None)
 
 
 def _claim_terminal() -> None:
