@@ -71,10 +71,18 @@ def _rebuild(name: str, hint: Any) -> Channel[Any]:
     return chan
 
 
-def _runtime() -> Any:
-    from ._runtime import current
+_current_runtime: Callable[[], Any] | None = None
 
-    return current()
+
+def _runtime() -> Any:
+    # The import is deferred (circular), and done once: an import statement per send
+    # costs more than the rest of Channel.send.
+    global _current_runtime
+    if _current_runtime is None:
+        from ._runtime import current
+
+        _current_runtime = current
+    return _current_runtime()
 
 
 class Channel(Generic[T]):
@@ -162,7 +170,9 @@ class Channel(Generic[T]):
 
     def _element_type(self) -> Any:
         if self._hint is None:
-            orig = getattr(self, "__orig_class__", None)
+            # typing sets __orig_class__ in the instance dict; a dict lookup is much
+            # cheaper than getattr() failing with AttributeError on every send.
+            orig = self.__dict__.get("__orig_class__")
             if orig is not None:
                 self._hint = orig.__args__[0]
         return self._hint
@@ -250,18 +260,20 @@ class Channel(Generic[T]):
             self._scheduled = False
             self._cond.notify_all()
             callbacks = list(self._callbacks)
-        label = f"callback on channel {self.name!r}"
+        # Labels once per batch, not per message: they are only read when a callback raises.
+        what = f"message on channel {self.name!r}"
+        labelled = [(func, flt, f"callback on channel {self.name!r} {_qualname(func)}") for func, flt in callbacks]
         for payload in batch:
             try:
-                data = loads(payload, what=f"message on channel {self.name!r}")
+                data = loads(payload, what=what)
             except SerializationError:
                 logger.exception(f"dropped a message on channel {self.name!r}")
                 continue
-            for func, flt in callbacks:
+            for func, flt, label in labelled:
                 if flt is None:
-                    dispatcher.call(func, data, f"{label} {_qualname(func)}")
+                    dispatcher.call(func, data, label)
                 elif inspect.iscoroutinefunction(flt):
-                    dispatcher.call(_filtered(func, flt), data, f"{label} {_qualname(func)}")
+                    dispatcher.call(_filtered(func, flt), data, label)
                 else:
                     try:
                         accepted = flt(data)
@@ -269,7 +281,7 @@ class Channel(Generic[T]):
                         logger.exception(f"filter {_qualname(flt)} on channel {self.name!r} raised")
                         continue
                     if accepted:
-                        dispatcher.call(func, data, f"{label} {_qualname(func)}")
+                        dispatcher.call(func, data, label)
 
     # -- active mode -----------------------------------------------------
     def receive(self, timeout: float | None = None) -> T:
@@ -415,7 +427,8 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 def _qualname(func: Any) -> str:
-    return getattr(func, "__qualname__", repr(func))
+    name = getattr(func, "__qualname__", None)  # repr() only when needed: it can be costly
+    return name if isinstance(name, str) else repr(func)
 
 
 def _hint_name(hint: Any) -> str:

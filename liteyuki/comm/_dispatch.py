@@ -123,7 +123,8 @@ class Dispatcher:
         except Exception:
             logger.exception(f"{label} raised")
             return
-        if isinstance(result, Coroutine):
+        # `is not None` first: a sync callback returns None, and the ABC check costs ~0.5 us.
+        if result is not None and isinstance(result, Coroutine):
             loop = self._loop or asyncio.get_running_loop()
             start_eagerly(result, loop, self.tasks, label)
 

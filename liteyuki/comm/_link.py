@@ -39,6 +39,8 @@ class Outbox:
         self._writer_idle = True
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._keep: Callable[[bytes], bool] | None = None  # the filter of the last detach()
+        self._waiting = 0  # threads in put() waiting for room or in flush(): _take() wakes them
 
     # -- producers -------------------------------------------------------
     def put(
@@ -60,7 +62,7 @@ class Outbox:
             if self._closed:
                 raise BrokenPeerError(f"connection to {self.peer!r} is closed")
             if self._size and self._size + size > self.limit:
-                if not timeout or not self._cond.wait_for(
+                if not timeout or not self._wait_for(
                     lambda: self._closed or self._size + size <= self.limit or not self._size,
                     timeout,
                 ):
@@ -102,6 +104,7 @@ class Outbox:
         """
         with self._cond:
             self._sock = None
+            self._keep = keep
             if keep is not None:
                 kept = [f for f in self._frames if keep(f)]
                 self._frames = collections.deque(kept)
@@ -119,9 +122,16 @@ class Outbox:
     def flush(self, timeout: float) -> bool:
         """Wait until every queued frame was handed to the socket (False on timeout)."""
         with self._cond:
-            return self._cond.wait_for(
+            return self._wait_for(
                 lambda: self._closed or self._sock is None or (not self._frames and self._writer_idle), timeout
             )
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        self._waiting += 1
+        try:
+            return self._cond.wait_for(predicate, timeout)
+        finally:
+            self._waiting -= 1
 
     @property
     def queued_bytes(self) -> int:
@@ -129,10 +139,24 @@ class Outbox:
 
     # -- writer ----------------------------------------------------------
     def _take(self) -> list[bytes]:
-        batch = list(self._frames)
-        self._frames.clear()
-        self._size = 0
-        self._cond.notify_all()  # wake producers waiting for room
+        # At most about _CHUNK bytes (or one larger frame): what the writer has taken is
+        # lost if the peer dies, what is still queued is kept for the next connection.
+        frames = self._frames
+        batch: list[bytes] = []
+        size = 0
+        while frames and size < _CHUNK:
+            frame = frames.popleft()
+            batch.append(frame)
+            size += len(frame)
+        self._size -= size
+        if self._frames and self._writer_idle and self._sock is not None:
+            # A direct put() took part of the queue: the idle writer takes the rest.
+            self._writer_idle = False
+            self._cond.notify_all()
+        elif self._waiting:
+            # Wake producers waiting for room and flush(); never the idle writer for nothing:
+            # a spurious wake-up per request costs a thread switch and a GIL hand-off.
+            self._cond.notify_all()
         return batch
 
     def _write(self, sock: socket.socket, batch: list[bytes]) -> None:
@@ -142,12 +166,35 @@ class Outbox:
                 sent = sock.send(data)
             except TimeoutError:
                 if self._closed or self._sock is not sock:
+                    self._give_back(sock, batch, len(data))
                     return
                 continue
             except OSError:
-                # The peer is gone; what was in this batch was in flight and is lost.
+                self._give_back(sock, batch, len(data))  # the peer is gone
                 return
             data = data[sent:]
+
+    def _give_back(self, sock: socket.socket, batch: list[bytes], unsent: int) -> None:
+        """Writing ``batch`` to ``sock`` failed with ``unsent`` bytes to go: the frames the
+        socket took whole are lost with the peer; the others go back to the front of the
+        queue (filtered as ``detach()`` filters it), for the next ``attach()``. Nothing more
+        is written to ``sock``."""
+        with self._cond:
+            if self._closed:
+                return
+            keep = None
+            if self._sock is sock:
+                self._sock = None
+            else:  # detach() came first and filtered the queue: filter the same way
+                keep = self._keep
+            done, whole = sum(map(len, batch)) - unsent, 0
+            while whole < len(batch) and done >= len(batch[whole]):
+                done -= len(batch[whole])
+                whole += 1
+            rest = [frame for frame in batch[whole:] if keep is None or keep(frame)]
+            self._frames.extendleft(reversed(rest))
+            self._size += sum(map(len, rest))
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from ._errors import (
     ChannelFullError,
     ChannelNotFoundError,
     CommTimeoutError,
+    MessageTooLargeError,
     RemoteError,
 )
 from ._link import Outbox, Reader, is_message
@@ -372,6 +373,12 @@ class Hub(Runtime):
             result = op(*loads(frame.payload, what=f"arguments of {frame.name!r}"))
             if result is not None and not isinstance(result, bytes):
                 result = dumps(result)
+            if result is not None and len(result) > self.max_message_size:
+                # The child's reader would take a frame this large for garbage and drop the link.
+                raise MessageTooLargeError(
+                    f"the answer to {frame.name!r} is {len(result)} bytes pickled, "
+                    f"above the maximum message size of {self.max_message_size}"
+                )
             reply = encode(Kind.RESULT, "", result or b"", frame.ref)
         except Exception as exc:  # the caller gets it, with its own type where it pickles
             reply = encode(Kind.FAILURE, "", _pickle_error(exc), frame.ref)
@@ -457,6 +464,11 @@ def _settle_future(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _expire_future(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(False)  # an answer sets None: False means the call timed out
+
+
 class ChildRuntime(Runtime):
     """A child's side of its one connection to the host."""
 
@@ -480,6 +492,9 @@ class ChildRuntime(Runtime):
     def connect(self, sock: socket.socket) -> None:
         """Start talking to the host on ``sock``; frames queued until now go first."""
         sock.settimeout(1.0)  # the rebuilt socket forgets the timeout mode the fd is in
+        # The fd arrives inheritable: a program this child runs (os.system, exec) would hold
+        # the host link and could send it frames — pickles the host unpickles.
+        sock.set_inheritable(False)
         self._sock = sock
         self._reader = Reader(sock, "host", self._on_frames, self._lost, self.max_message_size)
         self.outbox.attach(sock)
@@ -536,16 +551,20 @@ class ChildRuntime(Runtime):
         return waiter.outcome()
 
     async def async_call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
-        waiter = _Waiter(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop)
         ref = self._request(op, args, waiter)
         limit = self.call_timeout if timeout is None else timeout
+        # A timer rather than wait_for(shield(...)): the future is this call's alone, and
+        # wait_for + shield cost more than the rest of the call's event-loop work.
+        timer = loop.call_later(limit, _expire_future, waiter.fut)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.fut), limit)  # type: ignore[arg-type]
-        except asyncio.TimeoutError:
-            self._pending.pop(ref, None)
-            raise CommTimeoutError(f"the host did not answer {op!r} within {limit} s") from None
+            answered = await waiter.fut  # type: ignore[misc]
         finally:
+            timer.cancel()
             self._pending.pop(ref, None)
+        if answered is False:
+            raise CommTimeoutError(f"the host did not answer {op!r} within {limit} s")
         return waiter.outcome()
 
     def _on_frames(self, frames: list[Frame]) -> None:

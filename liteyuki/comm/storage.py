@@ -144,14 +144,16 @@ class KeyValueStore:
     # -- publish / subscribe ------------------------------------------------------
     def publish(self, channel: str, data: Any) -> None:
         """Send ``data`` to every ``on_subscriber_receive(channel)`` callback in every process."""
-        if not isinstance(channel, str) or not channel:
-            raise ValueError(f"publish channel must be a non-empty str, got {channel!r}")
+        if not isinstance(channel, str) or not channel or len(channel) > 200:  # a frame name holds 64 KiB
+            raise ValueError(f"publish channel must be a non-empty str of at most 200 characters, got {channel!r:.80}")
         current().publish(channel, dumps(data, current().max_message_size, what=f"data published on {channel!r}"))
 
     def on_subscriber_receive(self, channel: str) -> Callable[[F], F]:
         """Decorator: run the function (sync or async, on this process's loop) for each publish."""
-        if not isinstance(channel, str) or not channel:
-            raise ValueError(f"subscriber channel must be a non-empty str, got {channel!r}")
+        if not isinstance(channel, str) or not channel or len(channel) > 200:
+            raise ValueError(
+                f"subscriber channel must be a non-empty str of at most 200 characters, got {channel!r:.80}"
+            )
 
         def decorator(func: F) -> F:
             if not callable(func):
@@ -164,25 +166,48 @@ class KeyValueStore:
         return decorator
 
 
+_published_lock = threading.Lock()
+_published: list[tuple[str, bytes, list[Callable[[Any], Any]]]] = []
+_published_on: Any = None  # the loop a _run_published() is scheduled on, if any
+
+
 def _deliver_publish(topic: str, payload: bytes) -> None:
-    """Run this process's subscribers of ``topic`` on its loop (called by the transport)."""
+    """Run this process's subscribers of ``topic`` on its loop (called by the transport).
+
+    Publishes are queued and run in batches: one wake-up of the loop per batch, not one per
+    publish. A wake-up per publish floods the loop's self-pipe, which also carries signals:
+    a host flooded with publishes lost its Ctrl+C.
+    """
+    global _published_on
     with _subscribers_lock:
         callbacks = list(_subscribers.get(topic, ()))
     if not callbacks:
         return
+    with _published_lock:
+        _published.append((topic, payload, callbacks))
+        loop = dispatcher.loop
+        if loop is not None and _published_on is loop:
+            return
+        _published_on = loop
+    dispatcher.submit(_run_published)
 
-    def run() -> None:
+
+def _run_published() -> None:
+    global _published_on
+    with _published_lock:
+        batch = _published[:]
+        _published.clear()
+        _published_on = None
+    for topic, payload, callbacks in batch:
         try:
             data = loads(payload, what=f"data published on {topic!r}")
         except SerializationError:
             from ..log import logger
 
             logger.exception(f"dropped a publish on {topic!r}")
-            return
+            continue
         for func in callbacks:
             dispatcher.call(func, data, f"subscriber {getattr(func, '__qualname__', func)!r} of {topic!r}")
-
-    dispatcher.submit(run)
 
 
 shared_memory = KeyValueStore()

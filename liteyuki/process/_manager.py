@@ -103,7 +103,9 @@ class ProcessManager:
         with self._lock:
             if self._closing:
                 raise RuntimeError("the process manager is shutting down")
-            if child.process is not None and child.process.is_alive():
+            # `exited` first: a child reaped by someone else (os.waitpid, psutil) keeps
+            # exitcode None, and is_alive() would take it for alive forever.
+            if child.process is not None and not child.exited.is_set() and child.process.is_alive():
                 return
             host_sock, child_sock = new_socketpair()
             spec = ChildSpec(name, child.target, child.args, child.kwargs, child_sock, dict(self._config))
