@@ -1,0 +1,110 @@
+"""FrameDecoder under fuzzing: any bytes give frames or ProtocolError, and every frame
+survives being split anywhere."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liteyuki.comm._errors import ProtocolError
+from liteyuki.comm._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder, Kind, encode
+
+from . import rtargets
+
+names = st.text(max_size=40)
+frames = st.builds(
+    Frame,
+    kind=st.sampled_from(Kind),
+    ref=st.integers(0, 2**64 - 1),
+    name=names,
+    payload=st.binary(max_size=3000),
+)
+
+
+def _encode(frame: Frame) -> bytes:
+    return encode(frame.kind, frame.name, frame.payload, frame.ref)
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def _feed_all(decoder: FrameDecoder, chunks: list[bytes]) -> list[Frame]:
+    out: list[Frame] = []
+    for chunk in chunks:
+        out += decoder.feed(chunk)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.binary(max_size=4096),
+    cuts=st.lists(st.integers(0, 4096), max_size=10),
+    max_size=st.sampled_from([0, 10, 1000, DEFAULT_MAX_MESSAGE_SIZE]),
+)
+def test_random_bytes_give_frames_or_protocol_error(data, cuts, max_size):
+    decoder = FrameDecoder(max_size)
+    try:
+        for frame in _feed_all(decoder, _split(data, cuts)):
+            assert isinstance(frame.kind, Kind) and isinstance(frame.name, str) and isinstance(frame.payload, bytes)
+    except ProtocolError:
+        pass
+    assert decoder.buffered <= max(len(data), 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.one_of(frames.map(_encode), st.binary(max_size=64)), max_size=12),
+    cuts=st.lists(st.integers(0, 40_000), max_size=12),
+)
+def test_valid_frames_mixed_with_junk_give_frames_or_protocol_error(parts, cuts):
+    data = b"".join(parts)
+    try:
+        _feed_all(FrameDecoder(), _split(data, cuts))
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(sent=st.lists(frames, max_size=20), data=st.data())
+def test_round_trip_split_at_arbitrary_points(sent, data):
+    stream = b"".join(map(_encode, sent))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    decoder = FrameDecoder()
+    assert _feed_all(decoder, _split(stream, cuts)) == sent
+    assert decoder.buffered == 0
+
+
+def test_byte_by_byte_and_the_largest_name():
+    sent = [Frame(Kind.PUBLISH, 2**64 - 1, "n" * 65535, b"p" * 100), Frame(Kind.CONTROL, 0, "", b"")]
+    stream = b"".join(map(_encode, sent))
+    decoder = FrameDecoder()
+    assert _feed_all(decoder, [stream[i : i + 1] for i in range(len(stream))]) == sent
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (rtargets.GARBAGE["random"], "frame length 471568101 is out of range"),
+        (rtargets.GARBAGE["length"], "frame length 4294967295 is out of range"),
+        (rtargets.GARBAGE["short"], "frame length 2 is out of range"),
+        (rtargets.GARBAGE["kind"], "unknown frame kind 99"),
+        (rtargets.GARBAGE["overrun"], "frame name length 500 overruns the frame"),
+        (rtargets.GARBAGE["utf8"], "frame name is not UTF-8"),
+    ],
+)
+def test_each_kind_of_garbage_has_its_own_message(data, error):
+    with pytest.raises(ProtocolError, match=f"^{error}$"):
+        FrameDecoder().feed(data)
+
+
+def test_a_length_above_the_maximum_is_refused_before_anything_is_buffered():
+    decoder = FrameDecoder(max_size=1000)
+    limit = 1000 + struct.calcsize("!BQH") + 65535
+    assert decoder.feed(struct.pack("!I", limit)) == []  # in range: waits for the rest
+    with pytest.raises(ProtocolError, match=rf"^frame length {limit + 1} is out of range$"):
+        FrameDecoder(max_size=1000).feed(struct.pack("!I", limit + 1))
