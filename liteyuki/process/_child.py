@@ -135,6 +135,10 @@ async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: 
 
 def child_main(spec: ChildSpec) -> None:
     """Spawn target of every child process (runs in the child)."""
+    # Ctrl+C during set-up (it reaches the whole process group) is held back until the
+    # target runs: a KeyboardInterrupt in the middle of building an event loop leaves a
+    # half-made object whose destructor prints a traceback.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     config = _config.set_config(spec.config)
     log.install(config["log_level"], config["language"])
     os.environ.setdefault("LITEYUKI_PROCESS_NAME", spec.name)
@@ -152,12 +156,16 @@ def child_main(spec: ChildSpec) -> None:
     runtime.control("ready", str(os.getpid()).encode())
 
     code = 0
+    loop: asyncio.AbstractEventLoop | None = None
     try:
         if inspect.iscoroutinefunction(spec.target):
-            asyncio.run(_run_async(spec.target, spec.args, spec.kwargs))
+            loop = asyncio.new_event_loop()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            loop.run_until_complete(_run_async(spec.target, spec.args, spec.kwargs))
         else:
             if not getattr(spec.target, "liteyuki_own_loop", False):
                 _start_dispatch_thread()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             spec.target(*spec.args, **spec.kwargs)
     except KeyboardInterrupt:
         pass  # Ctrl+C or a stop request: a deliberate, clean stop
@@ -170,6 +178,9 @@ def child_main(spec: ChildSpec) -> None:
         # The target is over: a late stop request (it sends SIGINT) or a second Ctrl+C
         # must not interrupt the clean-up below with a KeyboardInterrupt traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if loop is not None:
+            loop.close()
         # What the target sent last must reach the host before we go.
         runtime.outbox.flush(2.0)
         _exited.set()

@@ -191,6 +191,9 @@ class ProcessManager:
         for t in threads:
             t.join()
         self._wake()
+        with self._lock:
+            if self._supervisor is None:  # never started: nobody else will close the pipe
+                self._close_wake_pipe()
 
     def kill_all(self) -> None:
         """Last resort (second Ctrl+C, interpreter exit): SIGKILL every child now."""
@@ -226,10 +229,21 @@ class ProcessManager:
             self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        with self._lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    def _close_wake_pipe(self) -> None:
+        # Once nothing is supervised any more; -1 so a late _wake() cannot hit a reused fd.
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def _supervise(self) -> None:
         while True:
@@ -240,6 +254,8 @@ class ProcessManager:
                     if c.process is not None and not c.exited.is_set()
                 }
                 if self._closing and not watched:
+                    self._supervisor = None
+                    self._close_wake_pipe()
                     return
             ready = multiprocessing.connection.wait([*watched, self._wake_r])
             for sentinel in ready:
