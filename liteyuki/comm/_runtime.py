@@ -528,11 +528,15 @@ class ChildRuntime(Runtime):
         self._check_alive()
         ref = next(self._refs)
         self._pending[ref] = waiter
+        # On an event loop the writer thread writes the request: a direct write could
+        # block the loop on a stalled host, and requests made in one loop iteration
+        # (asyncio.gather) coalesce into one write. Elsewhere the caller writes it itself.
+        on_loop = _on_event_loop()
         try:
             self.outbox.put(
                 encode(Kind.REQUEST, op, dumps(args, self.max_message_size), ref),
-                timeout=self.send_timeout,
-                direct=True,
+                timeout=0 if on_loop else self.send_timeout,
+                direct=not on_loop,
             )
         except BaseException:
             self._pending.pop(ref, None)

@@ -67,31 +67,44 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         buf = self._buffer
-        buf += data
+        # Parse straight from the caller's data when nothing is pending (the common
+        # case): only an incomplete tail is copied into our buffer, and each payload is
+        # copied once, out of a memoryview.
+        pending = bool(buf)
+        if pending:
+            buf += data
+            view = memoryview(buf)
+        else:
+            view = memoryview(data)
         frames: list[Frame] = []
         pos = 0
-        end = len(buf)
-        while end - pos >= 4:
-            (length,) = _LENGTH.unpack_from(buf, pos)
-            if length < _BODY.size or length > self._max_size:
-                raise ProtocolError(f"frame length {length} is out of range")
-            if end - pos - 4 < length:
-                break
-            kind, ref, name_len = _BODY.unpack_from(buf, pos + 4)
-            start = pos + 4 + _BODY.size
-            stop = pos + 4 + length
-            if start + name_len > stop:
-                raise ProtocolError(f"frame name length {name_len} overruns the frame")
-            try:
-                frame_kind = _KINDS[kind]
-                name = buf[start : start + name_len].decode()
-            except KeyError:
-                raise ProtocolError(f"unknown frame kind {kind}") from None
-            except UnicodeDecodeError as exc:
-                raise ProtocolError("frame name is not UTF-8") from exc
-            frames.append(Frame(frame_kind, ref, name, bytes(buf[start + name_len : stop])))
-            pos = stop
-        if pos:
+        try:
+            end = len(view)
+            while end - pos >= 4:
+                (length,) = _LENGTH.unpack_from(view, pos)
+                if length < _BODY.size or length > self._max_size:
+                    raise ProtocolError(f"frame length {length} is out of range")
+                if end - pos - 4 < length:
+                    break
+                kind, ref, name_len = _BODY.unpack_from(view, pos + 4)
+                start = pos + 4 + _BODY.size
+                stop = pos + 4 + length
+                if start + name_len > stop:
+                    raise ProtocolError(f"frame name length {name_len} overruns the frame")
+                try:
+                    frame_kind = _KINDS[kind]
+                    name = str(view[start : start + name_len], "utf-8")
+                except KeyError:
+                    raise ProtocolError(f"unknown frame kind {kind}") from None
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError("frame name is not UTF-8") from exc
+                frames.append(Frame(frame_kind, ref, name, view[start + name_len : stop].tobytes()))
+                pos = stop
+            if not pending and pos < end:
+                buf += view[pos:]
+        finally:
+            view.release()
+        if pending and pos:
             del buf[:pos]
         return frames
 

@@ -1,0 +1,286 @@
+"""Spawn targets of the liteyuki benchmark children (run in the child processes).
+
+A benchmark child serves commands from the host on a raw ``ctrl`` pipe. It
+measures both sides of an A/B pair itself where the child is the active party
+(round trips), so our figure and the baseline run in the same pair of
+processes: liteyuki traffic goes over the child's liteyuki connection, the
+baseline over two more raw ``multiprocessing`` pipes (``rpc`` answered by a
+host thread, ``data`` for one-way streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from time import perf_counter
+from typing import Any
+
+from liteyuki import comm
+from liteyuki.comm import Channel, CommTimeoutError
+from liteyuki.comm._dispatch import dispatcher
+from liteyuki.comm.storage import shared_memory
+
+from ._common import FANIN, KEY, SET_KEY, VALUE, percentile, set_io_timeout
+
+# How long a child waits for one step of a measurement before it reports an error.
+STEP_TIMEOUT = 60.0
+
+
+def idle_child(timeout: float) -> None:
+    """A plain child that says "up" on its active channel, then idles until stopped."""
+    comm.active_channel.send("up")
+    threading.Event().wait(timeout)  # idle; the host stops us with a stop request long before
+
+
+def bench_child(
+    name: str,
+    ctrl: Connection,
+    rpc: Connection,
+    data: Connection,
+    mgr: Any = None,
+    redis_port: int | None = None,
+) -> None:
+    """Serve benchmark commands from the host until stopped (or the ctrl pipe closes)."""
+    _BenchChild(name, ctrl, rpc, data, mgr, redis_port).serve()
+
+
+class _BenchChild:
+    def __init__(
+        self, name: str, ctrl: Connection, rpc: Connection, data: Connection, mgr: Any, redis_port: int | None
+    ) -> None:
+        self.name = name
+        self.ctrl = ctrl
+        self.rpc = rpc
+        self.data = data
+        self.mgr = mgr
+        self.redis_port = redis_port
+        self._redis: Any = None
+        self.active = comm.active_channel
+        self.passive = comm.passive_channel
+        self.rx: Channel[Any] = Channel(f"{name}-rx")
+        self.fanin: Channel[Any] = Channel(FANIN)
+        # State of the passive callback (written by the main thread before "ready").
+        self.count = 0
+        self.expected = -1
+        self.latencies: list[float] | None = None
+        self.done = threading.Event()
+        self.passive.on_receive()(self._on_message)
+        # Declare this process as the receiver of `rx` now (a zero-timeout receive),
+        # so the first measurement does not pay for the declaration.
+        try:
+            self.rx.receive(timeout=0)
+        except CommTimeoutError:
+            pass
+
+    # -- the command loop ------------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            if not self.ctrl.poll(1.0):
+                continue
+            try:
+                op, *args = self.ctrl.recv()
+            except EOFError:
+                return
+            try:
+                reply = getattr(self, f"cmd_{op}")(*args)
+            except Exception as exc:
+                reply = ("error", f"{self.name}: {op}{tuple(args)!r:.80} failed: {exc!r}\n{traceback.format_exc()}")
+            self.ctrl.send(reply)
+
+    def _ready(self) -> None:
+        self.ctrl.send("ready")
+
+    def _wait_done(self, what: str) -> None:
+        if not self.done.wait(STEP_TIMEOUT):
+            raise TimeoutError(f"{what}: only {self.count} of {self.expected} messages within {STEP_TIMEOUT} s")
+
+    # -- passive callback ---------------------------------------------------------
+    def _on_message(self, msg: Any) -> None:
+        self.count += 1
+        if self.latencies is not None:
+            self.latencies.append(perf_counter() - msg)
+        if self.count == self.expected:
+            self.done.set()
+
+    def cmd_ping(self) -> str:
+        return "pong"
+
+    # -- round trips (child is the caller) -----------------------------------------
+    def _rtt_fn(self, variant: str) -> Callable[[], Any]:
+        if variant == "kv_get":
+            get = shared_memory.get
+            return lambda: get(KEY)
+        if variant == "kv_set":
+            put = shared_memory.set
+            return lambda: put(SET_KEY, VALUE)
+        if variant in ("raw_get", "raw_set"):
+            send, recv = self.rpc.send, self.rpc.recv
+            req = ("get", KEY, None) if variant == "raw_get" else ("set", SET_KEY, VALUE)
+
+            def raw() -> Any:
+                send(req)
+                return recv()
+
+            return raw
+        if variant in ("mgr_get", "mgr_set"):
+            self._manager_timeout()
+            if variant == "mgr_get":
+                mget = self.mgr.get
+                return lambda: mget(KEY)
+            mset = self.mgr.__setitem__
+            return lambda: mset(SET_KEY, VALUE)
+        if variant in ("redis_get", "redis_set"):
+            client = self._redis_client()
+            if variant == "redis_get":
+                rget = client.get
+                return lambda: rget(KEY)
+            rset = client.set
+            return lambda: rset(SET_KEY, VALUE)
+        raise ValueError(f"unknown round-trip variant {variant!r}")
+
+    def _manager_timeout(self) -> None:
+        # The proxy's connection to the manager has no timeout of its own: give it one.
+        self.mgr.get(KEY)  # connects this thread's proxy connection
+        set_io_timeout(self.mgr._tls.connection, STEP_TIMEOUT)
+
+    def _redis_client(self) -> Any:
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis(
+                host="127.0.0.1", port=self.redis_port, socket_timeout=30, socket_connect_timeout=10
+            )
+            self._redis.set(KEY, VALUE)
+        return self._redis
+
+    def cmd_rtt(self, variant: str, n: int) -> float:
+        """Mean seconds per round trip of ``variant`` over ``n`` calls."""
+        fn = self._rtt_fn(variant)
+        t0 = perf_counter()
+        for _ in range(n):
+            fn()
+        return (perf_counter() - t0) / n
+
+    def cmd_rtt_pct(self, variant: str, n: int) -> tuple[float, float]:
+        """p50 and p99 of half the round trip of ``variant`` (one-way latency estimate)."""
+        fn = self._rtt_fn(variant)
+        samples = []
+        for _ in range(n):
+            t0 = perf_counter()
+            fn()
+            samples.append(perf_counter() - t0)
+        return percentile(samples, 50) / 2, percentile(samples, 99) / 2
+
+    def cmd_gather(self, k: int, rounds: int) -> float:
+        """Mean seconds for ``k`` concurrent ``async_get`` (asyncio.gather) on the child's loop."""
+
+        async def run() -> float:
+            get = shared_memory.async_get
+            total = 0.0
+            for _ in range(rounds):
+                t0 = perf_counter()
+                await asyncio.gather(*[get(KEY) for _ in range(k)])
+                total += perf_counter() - t0
+            return total / rounds
+
+        loop = dispatcher.loop
+        if loop is None:
+            raise RuntimeError("no event loop bound in this child")
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(STEP_TIMEOUT)
+
+    def cmd_sequential(self, k: int, rounds: int) -> float:
+        """Mean seconds for ``k`` sequential sync gets."""
+        get = shared_memory.get
+        total = 0.0
+        for _ in range(rounds):
+            t0 = perf_counter()
+            for _ in range(k):
+                get(KEY)
+            total += perf_counter() - t0
+        return total / rounds
+
+    # -- host -> child streams (host is the sender) ----------------------------------
+    def cmd_expect_cb(self, n: int, latency: bool = False) -> Any:
+        """Count ``n`` messages in the passive callback; with ``latency`` return p50/p99 of send->callback."""
+        self.count = 0
+        self.expected = n
+        self.latencies = [] if latency else None
+        self.done.clear()
+        self._ready()
+        self._wait_done("passive callback")
+        if self.latencies is not None:
+            lat, self.latencies = self.latencies, None
+            return ("done", percentile(lat, 50), percentile(lat, 99))
+        return ("done",)
+
+    def cmd_expect_active(self, n: int) -> Any:
+        receive = self.rx.receive
+        self._ready()
+        for _ in range(n):
+            receive(STEP_TIMEOUT)
+        return ("done",)
+
+    def cmd_expect_raw(self, n: int) -> Any:
+        recv = self.data.recv  # blocking reader (the pipe has a kernel receive timeout)
+        self._ready()
+        for _ in range(n):
+            recv()
+        return ("done",)
+
+    def cmd_expect_raw_async(self, n: int) -> Any:
+        """The asyncio baseline: ``loop.add_reader`` on the raw pipe, on the same loop as our callbacks."""
+        loop = dispatcher.loop
+        if loop is None:
+            raise RuntimeError("no event loop bound in this child")
+        conn = self.data
+        fd = conn.fileno()
+        added = threading.Event()
+        done = threading.Event()
+        count = 0
+
+        def on_readable() -> None:
+            nonlocal count
+            while True:  # drain what is there, one poll() per message, like any Connection reader
+                conn.recv()
+                count += 1
+                if count == n:
+                    loop.remove_reader(fd)
+                    done.set()
+                    return
+                if not conn.poll():
+                    return
+
+        def add() -> None:
+            loop.add_reader(fd, on_readable)
+            added.set()
+
+        loop.call_soon_threadsafe(add)
+        if not added.wait(STEP_TIMEOUT):
+            raise TimeoutError("the child's loop did not add the reader")
+        self._ready()
+        if not done.wait(STEP_TIMEOUT):
+            loop.call_soon_threadsafe(loop.remove_reader, fd)
+            raise TimeoutError(f"asyncio reader: only {count} of {n} messages within {STEP_TIMEOUT} s")
+        return ("done",)
+
+    # -- child -> host streams (child is the sender) -------------------------------------
+    def cmd_send_active(self, n: int, payload: Any) -> Any:
+        send = self.active.send
+        for _ in range(n):
+            send(payload)
+        return ("sent",)
+
+    def cmd_send_fanin(self, n: int, payload: Any) -> Any:
+        send = self.fanin.send
+        for _ in range(n):
+            send(payload)
+        return ("sent",)
+
+    def cmd_send_raw(self, n: int, payload: Any) -> Any:
+        send = self.data.send
+        for _ in range(n):
+            send(payload)
+        return ("sent",)
