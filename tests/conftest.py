@@ -32,13 +32,20 @@ def unique(prefix: str = "c") -> str:
 
 @pytest.fixture
 def host() -> Iterator[Callable[..., LiteyukiBot]]:
-    """Start a LiteyukiBot with the given children on a background thread; stop it after the test."""
+    """Start a LiteyukiBot with the given children on a background thread; stop it after the test.
+
+    ``setup(bot)`` runs before any child starts (hooks registered there see every
+    restart, even one during start-up)."""
     contexts: list[Any] = []
 
-    def start(children: dict[str, Any] | None = None, **config: Any) -> LiteyukiBot:
+    def start(
+        children: dict[str, Any] | None = None, setup: Callable[[LiteyukiBot], None] | None = None, **config: Any
+    ) -> LiteyukiBot:
         config.setdefault("stop_grace", 3.0)
         config.setdefault("pyproject", None)  # the repository's demo plugins are not under test here
         bot = LiteyukiBot(**config)
+        if setup is not None:
+            setup(bot)
         for name, target in (children or {}).items():
             target, args = target if isinstance(target, tuple) else (target, ())
             bot.process_manager.add_target(name, target, args)
