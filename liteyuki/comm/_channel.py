@@ -121,6 +121,7 @@ class Channel(Generic[T]):
 
     def _setup(self, name: str) -> None:
         self.name = name
+        self._what = f"message on channel {name!r}"  # for errors; built once, not per send
         self._hint = None
         self._type_check = True
         self._capacity = DEFAULT_BUFFER_SIZE
@@ -154,8 +155,9 @@ class Channel(Generic[T]):
         if self._closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
         self._check(data)
-        payload = dumps(data, _runtime().max_message_size, what=f"message on channel {self.name!r}")
-        _runtime().send_message(self.name, payload, timeout)
+        runtime = _runtime()
+        payload = dumps(data, runtime.max_message_size, what=self._what)
+        runtime.send_message(self.name, payload, timeout)
 
     async def async_send(self, data: T, timeout: float | None = None) -> None:
         """Like ``send``, but waits for room in a full buffer without blocking the loop."""
@@ -261,7 +263,7 @@ class Channel(Generic[T]):
             self._cond.notify_all()
             callbacks = list(self._callbacks)
         # Labels once per batch, not per message: they are only read when a callback raises.
-        what = f"message on channel {self.name!r}"
+        what = self._what
         labelled = [(func, flt, f"callback on channel {self.name!r} {_qualname(func)}") for func, flt in callbacks]
         for payload in batch:
             try:
@@ -306,7 +308,7 @@ class Channel(Generic[T]):
                 payload = self._buffer.popleft()
                 self._cond.notify_all()
             try:
-                return loads(payload, what=f"message on channel {self.name!r}")
+                return loads(payload, what=self._what)
             except SerializationError:
                 logger.exception(f"dropped a message on channel {self.name!r}")
 
@@ -329,7 +331,7 @@ class Channel(Generic[T]):
                     self._async_waiters.append((loop, fut))
             if fut is None:
                 try:
-                    return loads(payload, what=f"message on channel {self.name!r}")
+                    return loads(payload, what=self._what)
                 except SerializationError:
                     logger.exception(f"dropped a message on channel {self.name!r}")
                     continue
