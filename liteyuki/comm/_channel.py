@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
 from ..log import logger
-from ._dispatch import dispatcher
+from ._dispatch import dispatcher, settle
 from ._errors import (
     ChannelClosedError,
     ChannelFullError,
@@ -222,7 +222,7 @@ class Channel(Generic[T]):
             loop, fut = self._async_waiters.popleft()
             if not fut.done():
                 try:
-                    loop.call_soon_threadsafe(_resolve, fut)
+                    loop.call_soon_threadsafe(settle, fut)
                 except RuntimeError:
                     continue
                 return
@@ -401,7 +401,7 @@ class Channel(Generic[T]):
             self._async_waiters.clear()
         for loop, fut in waiters:
             try:
-                loop.call_soon_threadsafe(_resolve, fut)
+                loop.call_soon_threadsafe(settle, fut)
             except RuntimeError:
                 pass
 
@@ -421,11 +421,6 @@ async def _call_if(func: Callback, flt: FilterFunc, data: Any) -> None:
 
 def _filtered(func: Callback, flt: FilterFunc) -> Callback:
     return lambda data: _call_if(func, flt, data)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _qualname(func: Any) -> str:

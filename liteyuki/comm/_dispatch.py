@@ -20,7 +20,13 @@ from typing import Any
 
 from ..log import logger
 
-__all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
+__all__ = ["Dispatcher", "dispatcher", "settle", "start_eagerly"]
+
+
+def settle(fut: asyncio.Future[Any], value: Any = None) -> None:
+    """Set ``fut``'s result unless it is done (for ``call_soon_threadsafe`` / ``call_later``)."""
+    if not fut.done():
+        fut.set_result(value)
 
 
 @types.coroutine

@@ -270,11 +270,6 @@ class Reader:
             self._on_closed(error)
 
 
-def frame_kind(frame: bytes) -> int:
-    """The kind byte of an encoded frame (offset 4, after the length)."""
-    return frame[4]
-
-
 def is_message(frame: bytes) -> bool:
     return frame[4] in (Kind.MESSAGE, Kind.PUBLISH)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..log import logger
 from ._channel import Channel, forget_local_ends, local_end, local_ends
+from ._dispatch import settle
 from ._errors import (
     BrokenPeerError,
     ChannelFullError,
@@ -170,9 +171,10 @@ class Hub(Runtime):
             "ttl": self.store.ttl,
             "get_all": self.store.get_all,
             "clear": self.store.clear,
-            "channel_exists": lambda name: name in self._routes,
-            "register_channel": lambda name: self.add_route(name) and None,
-            "channel_names": lambda: sorted(self._routes),
+            # A child's registry calls see what the host's own calls see.
+            "channel_exists": self.channel_exists,
+            "register_channel": self.register_channel,
+            "channel_names": self.channel_names,
         }
 
     # -- registry -------------------------------------------------------
@@ -444,7 +446,7 @@ class _Waiter:
             self._lock.release()
         else:
             try:
-                self.loop.call_soon_threadsafe(_settle_future, self.fut)  # type: ignore[union-attr]
+                self.loop.call_soon_threadsafe(settle, self.fut)  # type: ignore[union-attr]
             except RuntimeError:
                 pass
 
@@ -457,16 +459,6 @@ class _Waiter:
         if self.kind is Kind.FAILURE:
             raise loads(self.payload, what="error from the host")
         raise BrokenPeerError(self.payload.decode() or "the host connection was lost")
-
-
-def _settle_future(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _expire_future(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(False)  # an answer sets None: False means the call timed out
 
 
 class ChildRuntime(Runtime):
@@ -561,7 +553,7 @@ class ChildRuntime(Runtime):
         limit = self.call_timeout if timeout is None else timeout
         # A timer rather than wait_for(shield(...)): the future is this call's alone, and
         # wait_for + shield cost more than the rest of the call's event-loop work.
-        timer = loop.call_later(limit, _expire_future, waiter.fut)
+        timer = loop.call_later(limit, settle, waiter.fut, False)  # an answer settles with None
         try:
             answered = await waiter.fut  # type: ignore[misc]
         finally:
