@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 from . import _config, log
 from ._lifespan import Lifespan
 from ._plugins import load_plugin, load_plugins, plugins_from_pyproject
-from .comm import _runtime
-from .comm._dispatch import dispatcher
+from .comm import lowlevel
+from .comm.lowlevel import dispatcher
 from .log import logger
 from .process import ProcessManager
 
@@ -44,8 +44,8 @@ class LiteyukiBot:
         self.config = _config.set_config(config)
         log.install(self.config["log_level"], self.config["language"])
         self.lifespan = Lifespan()
-        self.hub = _runtime.Hub(self.config)
-        _runtime.install(self.hub)
+        self.hub = lowlevel.Hub(self.config)
+        lowlevel.install(self.hub)
         self.process_manager = ProcessManager(self.hub, self.config, self._run_hooks)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None

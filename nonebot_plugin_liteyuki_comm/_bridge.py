@@ -11,9 +11,7 @@ from nonebot.utils import is_coroutine_callable
 
 from liteyuki import log
 from liteyuki.comm import ChannelClosedError
-from liteyuki.comm._channel import _park, local_ends
-from liteyuki.comm._dispatch import dispatcher
-from liteyuki.comm._runtime import current
+from liteyuki.comm.lowlevel import current, dispatcher, release_receivers, set_park_hook
 from liteyuki.log import logger
 
 __all__ = ["Bridge"]
@@ -45,8 +43,7 @@ class Bridge:
     def stop(self) -> None:
         loop, self.loop = self.loop, None
         # Release every thread blocked in receive() (the documented sync hook among them).
-        for chan in local_ends().values():
-            chan._release()
+        release_receivers()
         if loop is not None:
             dispatcher.unbind(loop)
 
@@ -78,7 +75,7 @@ def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
                 settle("parked")
 
         def body() -> None:
-            _park.notify = on_park
+            set_park_hook(on_park)
             try:
                 func()
             except ChannelClosedError:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from nonebot.params import Depends
 
 from liteyuki.comm import Channel, get_channel
-from liteyuki.comm._runtime import current
+from liteyuki.comm.lowlevel import current
 from liteyuki.comm.storage import KeyValueStore, shared_memory
 
 __all__ = ["ActiveChannel", "PassiveChannel", "SharedMemory", "channel"]

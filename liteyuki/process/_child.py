@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _config, log
-from ..comm import _runtime
-from ..comm._dispatch import dispatcher
+from ..comm import lowlevel
+from ..comm.lowlevel import dispatcher
 from ..log import logger
 
 __all__ = ["ChildSpec", "child_main", "request_stop"]
@@ -144,10 +144,10 @@ def child_main(spec: ChildSpec) -> None:
     os.environ.setdefault("LITEYUKI_PROCESS_NAME", spec.name)
     _reopen_stdin()
 
-    runtime = _runtime.current()
-    if not isinstance(runtime, _runtime.ChildRuntime) or runtime.process_name != spec.name:
-        runtime = _runtime.ChildRuntime(spec.name, config)
-        _runtime.install(runtime)
+    runtime = lowlevel.current()
+    if not isinstance(runtime, lowlevel.ChildRuntime) or runtime.process_name != spec.name:
+        runtime = lowlevel.ChildRuntime(spec.name, config)
+        lowlevel.install(runtime)
     runtime.configure(config)
     runtime.on_host_lost = lambda error: request_stop(f"the host connection was lost ({error or 'EOF'})")
     runtime.on_control = lambda op, payload: _on_control(op, payload)

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import log
-from ..comm._errors import ProtocolError
-from ..comm._link import new_socketpair
-from ..comm._runtime import CHILD_ENV, CHILD_PID_ENV, Hub
+from ..comm import ProtocolError
+from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, new_socketpair
 from ..log import logger
 from ._child import ChildSpec, child_main
 

@@ -89,7 +89,7 @@ def _stop_through_driver(driver: Any) -> None:
 
 def _claim_terminal() -> None:
     """Tell the host this child draws a UI on the terminal: its log lines must come here."""
-    from ..comm._runtime import ChildRuntime, current
+    from ..comm.lowlevel import ChildRuntime, current
 
     runtime = current()
     if isinstance(runtime, ChildRuntime):

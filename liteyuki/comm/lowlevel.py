@@ -1,0 +1,45 @@
+"""The surface of ``liteyuki.comm`` for code that extends it.
+
+The host (``LiteyukiBot``), the process manager, the child bootstrap and the
+NoneBot plugin use these names, and only these, the way ``trio.lowlevel``
+serves code built on trio. User code should not need them; they may change
+between minor versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._channel import _park, local_ends
+from ._dispatch import dispatcher
+from ._link import new_socketpair
+from ._runtime import CHILD_ENV, CHILD_PID_ENV, ChildRuntime, Hub, Runtime, current, install
+
+__all__ = [
+    "CHILD_ENV",
+    "CHILD_PID_ENV",
+    "ChildRuntime",
+    "Hub",
+    "Runtime",
+    "current",
+    "dispatcher",
+    "install",
+    "new_socketpair",
+    "release_receivers",
+    "set_park_hook",
+]
+
+
+def release_receivers() -> None:
+    """Wake every thread blocked in ``receive()`` on this process's ends with ``ChannelClosedError``
+    (shutdown); the ends stay usable."""
+    for chan in local_ends().values():
+        chan._release()
+
+
+def set_park_hook(hook: Callable[[], None] | None) -> None:
+    """Call ``hook()`` (in the calling thread) whenever a ``receive()`` of this thread is about to block."""
+    if hook is None:
+        _park.__dict__.pop("notify", None)
+    else:
+        _park.notify = hook
