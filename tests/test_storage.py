@@ -134,6 +134,7 @@ def test_publish_reaches_subscribers_in_every_process(host):
 def test_a_host_that_is_gone_is_a_clear_error_in_the_child():
     from liteyuki.comm import BrokenPeerError
     from liteyuki.comm._link import new_socketpair
+    from liteyuki.comm._ops import Get
     from liteyuki.comm._runtime import ChildRuntime
 
     ours, theirs = new_socketpair()
@@ -142,5 +143,20 @@ def test_a_host_that_is_gone_is_a_clear_error_in_the_child():
     ours.close()  # the host goes away
     with pytest.raises(BrokenPeerError, match=r"host connection was lost"):
         for _ in range(100):  # the reader notices the EOF within one read
-            runtime.call("get", ("k",), timeout=5)
+            runtime.execute(Get("k"), timeout=5)
     runtime.close()
+
+
+def test_every_storage_operation_has_an_async_twin_with_the_same_signature():
+    import inspect
+
+    from liteyuki.comm.storage import KeyValueStore
+
+    public = {n for n in dir(KeyValueStore) if not n.startswith("_")}
+    sync = {n for n in public if not n.startswith("async_") and n != "on_subscriber_receive"}
+    asynchronous = {n.removeprefix("async_") for n in public if n.startswith("async_")}
+    assert sync == asynchronous
+    for name in sync:
+        twin = getattr(KeyValueStore, f"async_{name}")
+        assert inspect.iscoroutinefunction(twin), name
+        assert inspect.signature(twin) == inspect.signature(getattr(KeyValueStore, name)), name

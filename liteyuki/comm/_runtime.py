@@ -31,6 +31,7 @@ from ._errors import (
     RemoteError,
 )
 from ._link import Outbox, Reader, is_message
+from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._store import MemoryStore
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, Kind, dumps, encode, loads
 
@@ -77,10 +78,11 @@ class Runtime:
     def declare_receiver(self, name: str) -> None:
         raise NotImplementedError
 
-    def call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        """Carry out a store or registry operation in the host; the answer pickled (or None)."""
         raise NotImplementedError
 
-    async def async_call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
+    async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         raise NotImplementedError
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -91,14 +93,14 @@ class Runtime:
 
     # Registry
     def channel_exists(self, name: str) -> bool:
-        raw = self.call("channel_exists", (name,))
+        raw = self.execute(ChannelExists(name))
         return bool(raw and loads(raw))
 
     def register_channel(self, name: str) -> None:
-        self.call("register_channel", (name,))
+        self.execute(RegisterChannel(name))
 
     def channel_names(self) -> list[str]:
-        raw = self.call("channel_names", ())
+        raw = self.execute(ChannelNames())
         return loads(raw) if raw else []
 
 
@@ -159,23 +161,6 @@ class Hub(Runtime):
         if standalone:
             self.active_channel = self.add_route(f"{name}-active")
             self.passive_channel = self.add_route(f"{name}-passive")
-        self._ops: dict[str, Callable[..., Any]] = {
-            "get": self.store.get,
-            "set": self.store.set,
-            "delete": self.store.delete,
-            "pop": self.store.pop,
-            "setdefault": self.store.setdefault,
-            "incr": self.store.incr,
-            "compare_and_set": self.store.compare_and_set,
-            "expire": self.store.expire,
-            "ttl": self.store.ttl,
-            "get_all": self.store.get_all,
-            "clear": self.store.clear,
-            # A child's registry calls see what the host's own calls see.
-            "channel_exists": self.channel_exists,
-            "register_channel": self.register_channel,
-            "channel_names": self.channel_names,
-        }
 
     # -- registry -------------------------------------------------------
     def add_route(self, name: str, owner: str | None = None) -> Channel[Any]:
@@ -260,14 +245,20 @@ class Hub(Runtime):
                     self._send_to(who, name, payload, None)
 
     # -- store ------------------------------------------------------------
-    def call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
-        result = self._ops[op](*args)
-        if result is None or isinstance(result, bytes):
-            return result
-        return dumps(result)
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        match op:
+            # A child's registry calls see what the host's own calls see.
+            case ChannelExists(name):
+                return dumps(self.channel_exists(name))
+            case RegisterChannel(name):
+                self.register_channel(name)
+                return None
+            case ChannelNames():
+                return dumps(self.channel_names())
+        return self.store.execute(op)
 
-    async def async_call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
-        return self.call(op, args, timeout)
+    async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        return self.execute(op, timeout)
 
     # -- pub/sub ----------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
@@ -368,17 +359,15 @@ class Hub(Runtime):
                 logger.warning(f"child {peer.name!r} sent an unexpected {kind.name} frame; ignored")
 
     def _serve(self, peer: _Peer, frame: Frame) -> None:
-        op = self._ops.get(frame.name)
+        op_class = OPERATIONS.get(frame.name)
         try:
-            if op is None:
+            if op_class is None:
                 raise RemoteError(f"unknown operation {frame.name!r}")
-            result = op(*loads(frame.payload, what=f"arguments of {frame.name!r}"))
-            if result is not None and not isinstance(result, bytes):
-                result = dumps(result)
+            result = self.execute(op_class(*loads(frame.payload, what=f"arguments of {frame.name!r}")))
             if result is not None and len(result) > self.max_message_size:
                 # The child's reader would take a frame this large for garbage and drop the link.
                 raise MessageTooLargeError(
-                    f"the answer to {frame.name!r} is {len(result)} bytes pickled, "
+                    f"the answer to {op_class.method!r} is {len(result)} bytes pickled, "
                     f"above the maximum message size of {self.max_message_size}"
                 )
             reply = encode(Kind.RESULT, "", result or b"", frame.ref)
@@ -516,7 +505,7 @@ class ChildRuntime(Runtime):
         if self._broken is not None:
             raise BrokenPeerError(self._broken)
 
-    def _request(self, op: str, args: tuple[Any, ...], waiter: _Waiter) -> int:
+    def _request(self, op: Operation, waiter: _Waiter) -> int:
         self._check_alive()
         ref = next(self._refs)
         self._pending[ref] = waiter
@@ -526,7 +515,7 @@ class ChildRuntime(Runtime):
         on_loop = _on_event_loop()
         try:
             self.outbox.put(
-                encode(Kind.REQUEST, op, dumps(args, self.max_message_size), ref),
+                encode(Kind.REQUEST, type(op).__name__, dumps(fields_of(op), self.max_message_size), ref),
                 timeout=0 if on_loop else self.send_timeout,
                 direct=not on_loop,
             )
@@ -537,19 +526,19 @@ class ChildRuntime(Runtime):
             raise BrokenPeerError(self._broken)
         return ref
 
-    def call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         waiter = _Waiter()
-        ref = self._request(op, args, waiter)
+        ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
         if not waiter.wait(limit):
             self._pending.pop(ref, None)
-            raise CommTimeoutError(f"the host did not answer {op!r} within {limit} s")
+            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
         return waiter.outcome()
 
-    async def async_call(self, op: str, args: tuple[Any, ...], timeout: float | None = None) -> bytes | None:
+    async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
-        ref = self._request(op, args, waiter)
+        ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
         # A timer rather than wait_for(shield(...)): the future is this call's alone, and
         # wait_for + shield cost more than the rest of the call's event-loop work.
@@ -560,7 +549,7 @@ class ChildRuntime(Runtime):
             timer.cancel()
             self._pending.pop(ref, None)
         if answered is False:
-            raise CommTimeoutError(f"the host did not answer {op!r} within {limit} s")
+            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
         return waiter.outcome()
 
     def _on_frames(self, frames: list[Frame]) -> None:

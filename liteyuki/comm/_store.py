@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
+
 __all__ = ["MemoryStore"]
 
 _MISSING = object()
@@ -25,8 +27,39 @@ class MemoryStore:
         self._data: dict[Any, bytes] = {}
         self._expiry: dict[Any, float] = {}
 
-    # Methods return pickled bytes (or None for "no such key"): that is what
-    # travels back to a child, and what the shared_memory facade unpickles.
+    def execute(self, op: StoreOp) -> bytes | None:
+        """Carry out one operation; the answer is pickled (None: no such key / nothing).
+
+        That is what travels back to a child, and what the ``shared_memory``
+        facade unpickles, in the host as in a child.
+        """
+        match op:
+            case Get(key):
+                return self.get(key)
+            case Set(key, value, ttl):
+                self.set(key, value, ttl)
+                return None
+            case Delete(key, missing_ok):
+                self.delete(key, missing_ok)
+                return None
+            case Pop(key, default):
+                return self.pop(key, default)
+            case SetDefault(key, default):
+                return self.setdefault(key, default)
+            case Incr(key, amount):
+                return self.incr(key, amount)
+            case CompareAndSet(key, expected, new):
+                return _pickled(self.compare_and_set(key, expected, new))
+            case Expire(key, ttl):
+                return _pickled(self.expire(key, ttl))
+            case Ttl(key):
+                return _pickled(self.ttl(key))
+            case GetAll():
+                return self.get_all()
+            case Clear():
+                self.clear()
+                return None
+        raise TypeError(f"not a store operation: {op!r}")
 
     def _live(self, key: Any) -> bytes | None:
         deadline = self._expiry.get(key)
@@ -133,3 +166,7 @@ class MemoryStore:
         with self._lock:
             self._data.clear()
             self._expiry.clear()
+
+
+def _pickled(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)

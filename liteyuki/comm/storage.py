@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ._dispatch import dispatcher
 from ._errors import SerializationError
+from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, Ttl
 from ._runtime import current
 from ._wire import dumps, loads
 
@@ -49,97 +50,120 @@ def _decode(raw: bytes | None, default: Any = None) -> Any:
     return default if raw is None else loads(raw, what="shared_memory value")
 
 
+def _snapshot(raw: bytes | None) -> dict[Any, Any]:
+    items = _decode(raw, [])
+    return {key: loads(value, what=f"shared_memory value of {key!r}") for key, value in items}
+
+
+# Operations are built (and their arguments checked) before anything is sent.
+def _set(key: Any, value: Any, ttl: float | None) -> Set:
+    _check_key(key)
+    return Set(key, _value(value), _ttl(ttl))
+
+
+def _pop(key: Any, default: Any) -> Pop:
+    return Pop(key, None if default is _MISSING else _value(default))
+
+
+def _setdefault(key: Any, default: Any) -> SetDefault:
+    _check_key(key)
+    return SetDefault(key, _value(default))
+
+
+def _incr(key: Any, amount: Any) -> Incr:
+    _check_key(key)
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
+    return Incr(key, amount)
+
+
+def _compare_and_set(key: Any, expected: Any, new: Any) -> CompareAndSet:
+    _check_key(key)
+    return CompareAndSet(key, None if expected is None else _value(expected), _value(new))
+
+
 class KeyValueStore:
     """The ``shared_memory`` API. Sync methods may block for up to ``timeout``
-    seconds in a child (default: the configured call timeout); ``async_*``
-    variants await the answer without blocking the event loop."""
+    seconds in a child (default: the configured call timeout); every one has an
+    ``async_*`` twin that awaits the answer without blocking the event loop."""
 
     def get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         """The value of ``key``, or ``default`` when it is absent (or expired)."""
-        return _decode(current().call("get", (key,), timeout), default)
+        return _decode(current().execute(Get(key), timeout), default)
 
     def set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl`` the key expires after that many seconds."""
-        _check_key(key)
-        current().call("set", (key, _value(value), _ttl(ttl)), timeout)
+        current().execute(_set(key, value, ttl), timeout)
 
     def delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
         """Remove ``key``; a missing key raises ``KeyError`` unless ``ignore_key_error``."""
-        current().call("delete", (key, ignore_key_error), timeout)
+        current().execute(Delete(key, ignore_key_error), timeout)
 
     def pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
         """Remove ``key`` and return its value (``KeyError`` if absent and no default)."""
-        raw_default = None if default is _MISSING else _value(default)
-        return _decode(current().call("pop", (key, raw_default), timeout))
+        return _decode(current().execute(_pop(key, default), timeout))
 
     def setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         """Return the value of ``key``; store and return ``default`` if it is absent."""
-        _check_key(key)
-        return _decode(current().call("setdefault", (key, _value(default)), timeout))
+        return _decode(current().execute(_setdefault(key, default), timeout))
 
     def incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
         """Atomically add ``amount`` to a number (absent counts as 0); return the new value."""
-        _check_key(key)
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
-        return _decode(current().call("incr", (key, amount), timeout))
+        return _decode(current().execute(_incr(key, amount), timeout))
 
     def compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Store ``new`` only if the value equals ``expected`` (``None``: the key is absent)."""
-        _check_key(key)
-        raw_expected = None if expected is None else _value(expected)
-        return bool(_decode(current().call("compare_and_set", (key, raw_expected, _value(new)), timeout)))
+        return bool(_decode(current().execute(_compare_and_set(key, expected, new), timeout)))
 
     def expire(self, key: Any, ttl: float | None, *, timeout: float | None = None) -> bool:
         """Set (or with None remove) the expiry of ``key``; False if the key does not exist."""
-        return bool(_decode(current().call("expire", (key, _ttl(ttl)), timeout)))
+        return bool(_decode(current().execute(Expire(key, _ttl(ttl)), timeout)))
 
     def ttl(self, key: Any, *, timeout: float | None = None) -> float | None:
         """Seconds until ``key`` expires; None without expiry; ``KeyError`` if absent."""
-        return _decode(current().call("ttl", (key,), timeout))
+        return _decode(current().execute(Ttl(key), timeout))
 
     def get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
         """A snapshot of the whole store (changing it changes nothing shared)."""
-        items = _decode(current().call("get_all", (), timeout), [])
-        return {key: loads(raw, what=f"shared_memory value of {key!r}") for key, raw in items}
+        return _snapshot(current().execute(GetAll(), timeout))
 
     def clear(self, *, timeout: float | None = None) -> None:
         """Remove every key."""
-        current().call("clear", (), timeout)
+        current().execute(Clear(), timeout)
 
-    # -- async variants ------------------------------------------------------
+    # -- async twins: same arguments, same results, same errors -------------------
     async def async_get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
-        return _decode(await current().async_call("get", (key,), timeout), default)
+        return _decode(await current().async_execute(Get(key), timeout), default)
 
     async def async_set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
-        _check_key(key)
-        await current().async_call("set", (key, _value(value), _ttl(ttl)), timeout)
+        await current().async_execute(_set(key, value, ttl), timeout)
 
     async def async_delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
-        await current().async_call("delete", (key, ignore_key_error), timeout)
-
-    async def async_incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
-        _check_key(key)
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
-        return _decode(await current().async_call("incr", (key, amount), timeout))
+        await current().async_execute(Delete(key, ignore_key_error), timeout)
 
     async def async_pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
-        raw_default = None if default is _MISSING else _value(default)
-        return _decode(await current().async_call("pop", (key, raw_default), timeout))
+        return _decode(await current().async_execute(_pop(key, default), timeout))
 
     async def async_setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
-        _check_key(key)
-        return _decode(await current().async_call("setdefault", (key, _value(default)), timeout))
+        return _decode(await current().async_execute(_setdefault(key, default), timeout))
+
+    async def async_incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
+        return _decode(await current().async_execute(_incr(key, amount), timeout))
 
     async def async_compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
-        _check_key(key)
-        raw_expected = None if expected is None else _value(expected)
-        return bool(_decode(await current().async_call("compare_and_set", (key, raw_expected, _value(new)), timeout)))
+        return bool(_decode(await current().async_execute(_compare_and_set(key, expected, new), timeout)))
+
+    async def async_expire(self, key: Any, ttl: float | None, *, timeout: float | None = None) -> bool:
+        return bool(_decode(await current().async_execute(Expire(key, _ttl(ttl)), timeout)))
+
+    async def async_ttl(self, key: Any, *, timeout: float | None = None) -> float | None:
+        return _decode(await current().async_execute(Ttl(key), timeout))
 
     async def async_get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
-        items = _decode(await current().async_call("get_all", (), timeout), [])
-        return {key: loads(raw, what=f"shared_memory value of {key!r}") for key, raw in items}
+        return _snapshot(await current().async_execute(GetAll(), timeout))
+
+    async def async_clear(self, *, timeout: float | None = None) -> None:
+        await current().async_execute(Clear(), timeout)
 
     # -- publish / subscribe ------------------------------------------------------
     def publish(self, channel: str, data: Any) -> None:
@@ -147,6 +171,10 @@ class KeyValueStore:
         if not isinstance(channel, str) or not channel or len(channel) > 200:  # a frame name holds 64 KiB
             raise ValueError(f"publish channel must be a non-empty str of at most 200 characters, got {channel!r:.80}")
         current().publish(channel, dumps(data, current().max_message_size, what=f"data published on {channel!r}"))
+
+    async def async_publish(self, channel: str, data: Any) -> None:
+        """``publish`` for code on an event loop: never blocks the loop."""
+        self.publish(channel, data)
 
     def on_subscriber_receive(self, channel: str) -> Callable[[F], F]:
         """Decorator: run the function (sync or async, on this process's loop) for each publish."""
