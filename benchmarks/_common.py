@@ -15,7 +15,8 @@ KEY = "bench-key"
 SET_KEY = "bench-set-key"
 VALUE = "value-0123456789"  # a small str value: what a bot typically keeps in the store
 SMALL = "liteyuki-msg-0123"  # the "small string" message of the one-way figures
-BIG = 64 * 1024  # bytes of the large-payload figure
+BIG = 64 * 1024  # bytes of the large-payload figure (row 5)
+HUGE = 1024 * 1024  # bytes of the 1 MiB figure (row 5b)
 FANIN = "bench-fanin"  # the channel four children send on concurrently
 # Kernel-level timeouts on the raw pipes: every blocking send/recv gives up after this
 # long (BlockingIOError) without adding a poll() syscall to the baseline's hot path.

@@ -1,42 +1,53 @@
-"""The benchmark run: two phases, A/B alternation, and the table.
+"""The benchmark run: N full runs of three phases, A/B alternation, and the table.
 
 Phase 1 (start-up and idle memory) starts a fresh host per repeat: a
 LiteyukiBot with one plain child, and a bare ``multiprocessing`` spawn of the
-same interpreter, in alternating order.
+same interpreter, in alternating order. Phase 1b does the same with NoneBot:
+our ``run_nonebot`` child of a LiteyukiBot vs NoneBot alone in a spawn child.
 
 Phase 2 runs one LiteyukiBot with four benchmark children. Every figure is an
 A/B pair measured in the same run and, where a child takes part, in the same
 pair of processes: the child has its liteyuki connection and raw pipes to the
 same host. Variants alternate per repeat (forward order on even repeats,
 reversed on odd ones) so drift on this shared machine hits both sides alike.
+ZeroMQ (pyzmq, ``ipc://``) is a reference peer measured in the same
+alternation, between the same host and child processes.
+
+``--runs N`` repeats all phases N times (fresh processes each time) and
+records the load average around each run; the table shows every run's figure
+and judges the worst (``_report``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 from liteyuki import LiteyukiBot
 from liteyuki.comm import Channel, get_channel, set_channel
 from liteyuki.comm.storage import shared_memory
+from liteyuki.process import run_nonebot
 
-from . import _bare, _targets
-from ._common import BIG, FANIN, KEY, SMALL, VALUE
+from . import _bare, _nb_alone, _targets
+from ._common import BIG, FANIN, HUGE, KEY, SMALL, VALUE
 from ._host import ChildLink, RedisServer, leftover_children, log, rss_mb
-from ._rows import ROWS, Spec
+from ._report import Result, Run, render, to_json, write_json
+from ._zmq import ZmqPeer
 
 LOG_LEVEL = "WARNING"
 WAIT = 120.0  # upper bound of any single wait of the host (a stuck run fails, it never hangs)
@@ -51,26 +62,20 @@ class Config:
     slow_rtt_n: int  # round trips per timed run against Manager / redis
     msgs: int  # small messages per one-way run
     big: int  # 64 KiB payloads per run
+    huge: int  # 1 MiB payloads per run
     fan_total: int  # messages per fan-in run (all children together)
     lat_seconds: float  # duration of a paced latency run
     gather_rounds: int  # gathers of 100 per timed run
+    nonebot_repeats: int  # NoneBot child pairs (row 7c)
     channels: int = 1000
 
     @classmethod
     def full(cls) -> Config:
-        return cls(False, 9, 5, 3000, 1500, 20000, 1500, 40000, 0.4, 10)
+        return cls(False, 9, 5, 3000, 1500, 20000, 1500, 150, 40000, 0.4, 10, 3)
 
     @classmethod
     def quick_mode(cls) -> Config:
-        return cls(True, 3, 2, 1000, 300, 3000, 200, 4000, 0.1, 2)
-
-
-@dataclass
-class Result:
-    ours: list[float] = field(default_factory=list)
-    base: list[float] | None = None
-    note: str = ""
-    skipped: str | None = None
+        return cls(True, 3, 2, 1000, 300, 3000, 200, 20, 4000, 0.1, 2, 1)
 
 
 def alternate(repeats: int, variants: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
@@ -161,14 +166,79 @@ def phase_startup(cfg: Config, results: dict[str, Result]) -> None:
     results["rss"] = Result(m_ours, m_base)
 
 
+# -- phase 1b: idle NoneBot children -----------------------------------------------------
+NB_PYPROJECT = """\
+# Written by `python -m benchmarks` for row 7c: our NoneBot child loads one plugin that says "up".
+[tool.nonebot]
+plugin_dirs = []
+
+[tool.nonebot.plugins]
+"@local" = ["benchmarks.nb_ready"]
+"""
+
+
+def phase_nonebot(cfg: Config, results: dict[str, Result]) -> None:
+    """Row 7c: idle RSS of our NoneBot child vs NoneBot alone, fresh processes per repeat."""
+    ctx = multiprocessing.get_context("spawn")
+    m_ours: list[float] = []
+    m_base: list[float] = []
+    # Never draw the console adapter's UI on the terminal the benchmark runs in.
+    os.environ.setdefault("LITEYUKI_CONSOLE", "headless")
+    folder = tempfile.mkdtemp(prefix="liteyuki-bench-nb-")
+    pyproject = Path(folder, "pyproject.toml")
+    pyproject.write_text(NB_PYPROJECT, encoding="utf-8")
+
+    def ours() -> None:
+        bot = LiteyukiBot(pyproject=None, log_level=LOG_LEVEL, stop_grace=10.0)
+        kwargs = {"pyproject": str(pyproject), "log_level": "WARNING"}
+        bot.process_manager.add_target("nonebot", run_nonebot, kwargs=kwargs)
+        with bot.running(timeout=WAIT):
+            up = get_channel("nonebot-active").receive(timeout=WAIT)
+            assert up == "up", up
+            pid = bot.process_manager.pid("nonebot")
+            assert pid is not None
+            m_ours.append(rss_mb(pid))
+
+    def alone() -> None:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_nb_alone.nonebot_alone, args=(child, WAIT), name="bench-nonebot-alone")
+        try:
+            proc.start()
+            child.close()
+            if not parent.poll(WAIT):
+                raise TimeoutError(f"NoneBot alone did not start within {WAIT} s")
+            up = parent.recv()
+            assert up == "up", up
+            m_base.append(rss_mb(proc.pid))  # type: ignore[arg-type]
+            parent.send("stop")
+            proc.join(30)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+            parent.close()
+
+    try:
+        for r in range(cfg.nonebot_repeats):
+            for step in (ours, alone) if r % 2 == 0 else (alone, ours):
+                step()
+            log(f"NoneBot {r + 1}/{cfg.nonebot_repeats}: ours {m_ours[-1]:.1f} MB, alone {m_base[-1]:.1f} MB")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    results["rss_nonebot"] = Result(m_ours, m_base)
+
+
 # -- phase 2: one host, four benchmark children -----------------------------------------
 class MainPhase:
-    def __init__(self, cfg: Config, results: dict[str, Result], links: list[ChildLink], redis: RedisServer) -> None:
+    def __init__(
+        self, cfg: Config, results: dict[str, Result], links: list[ChildLink], redis: RedisServer, zmq: ZmqPeer
+    ) -> None:
         self.cfg = cfg
         self.results = results
         self.links = links
         self.main = links[0]
         self.redis = redis
+        self.zmq = zmq
         name = self.main.name
         self.to_passive = Channel(f"{name}-passive")
         self.to_rx = Channel(f"{name}-rx")
@@ -187,7 +257,7 @@ class MainPhase:
             ("host->child streams", self.host_to_child),
             ("child->host streams", self.child_to_host),
             ("latency", self.latency),
-            ("64 KiB payloads", self.big_payloads),
+            ("64 KiB and 1 MiB payloads", self.big_payloads),
             ("fan-in", self.fan_in),
         ]
         for what, step in steps:
@@ -229,10 +299,20 @@ class MainPhase:
             }
             if self.redis.port is not None:
                 variants["redis"] = lambda op=op: main.ask("rtt", f"redis_{op}", cfg.slow_rtt_n)
+            if op == "get":
+                variants["async"] = lambda: main.ask("async_rtt", cfg.rtt_n)
+                if self.zmq.endpoints is not None:
+                    variants["zmq"] = lambda: main.ask("rtt", "zmq_get", cfg.rtt_n)
             for variant in variants.values():  # warm-up: connections, first-call paths
                 variant()
             out = {k: scaled(v, 1e6) for k, v in alternate(cfg.repeats, variants).items()}
             self.results[op] = Result(out["ours"], out["raw"])
+            if op == "get":
+                self.results["async_get"] = Result(out["async"], out["raw"])
+                if "zmq" in out:
+                    self.results["get_zmq"] = Result(out["zmq"], out["raw"])
+                else:
+                    self.results["get_zmq"] = Result(skipped=self.zmq.skipped or "no ZeroMQ")
             self.results[f"{op}_mgr"] = Result(out["ours"], out["mgr"])
             if "redis" in out:
                 self.results[f"{op}_redis"] = Result(out["ours"], out["redis"])
@@ -272,10 +352,20 @@ class MainPhase:
             "raw": lambda: n / self._host_sends(("expect_raw", n), data_send, n, SMALL),
             "raw_async": lambda: n / self._host_sends(("expect_raw_async", n), data_send, n, SMALL),
         }
+        push = self.zmq.push
+        if self.zmq.endpoints is not None:
+            variants["zmq"] = lambda: n / self._host_sends(("expect_zmq", n), push.send_pyobj, n, SMALL)
         for variant in variants.values():
             variant()
         out = alternate(cfg.repeats, variants)
         self.results["h2c_cb"] = Result(out["cb"], out["raw"])
+        if "zmq" in out:
+            self.results["h2c_zmq"] = Result(out["zmq"], out["raw"])
+            self.results["h2c_vs_zmq"] = Result(out["cb"], out["zmq"])
+        else:
+            skipped = self.zmq.skipped or "no ZeroMQ"
+            self.results["h2c_zmq"] = Result(skipped=skipped)
+            self.results["h2c_vs_zmq"] = Result(skipped=skipped)
         self.results["h2c_async"] = Result(out["cb"], out["raw_async"])
         self.results["h2c_active"] = Result(out["active"], out["raw"])
 
@@ -308,47 +398,57 @@ class MainPhase:
 
     # -- 4 ---------------------------------------------------------------------------
     def latency(self) -> None:
+        """Row 4: the same paced, timestamped one-way load through a channel and through a raw pipe."""
         cfg, main = self.cfg, self.main
         rate = statistics.median(self.results["h2c_cb"].ours) / 2
         n = max(500, int(rate * cfg.lat_seconds))
-        send = self.to_passive.send
 
-        def ours() -> tuple[float, float, float]:
-            main.send("expect_cb", n, True)
+        def paced_run(cmd: tuple[Any, ...], send: Callable[[float], None]) -> tuple[float, float, float]:
+            main.send(*cmd)
             main.expect("ready")
             achieved = paced(send, n, rate)
             answer = main.reply(WAIT)
             assert answer[0] == "done", answer
             return answer[1], answer[2], achieved
 
-        def raw() -> tuple[float, float]:
-            return main.ask("rtt_pct", "raw_get", cfg.rtt_n)
-
-        ours()
-        out = alternate(cfg.repeats, {"ours": ours, "raw": raw})
-        achieved = statistics.median(a for _, _, a in out["ours"])
-        note = f"paced at {achieved:,.0f} msg/s (half the median of row 3)"
-        self.results["lat_p50"] = Result(
-            [p50 * 1e6 for p50, _, _ in out["ours"]], [p50 * 1e6 for p50, _ in out["raw"]], note
-        )
-        self.results["lat_p99"] = Result(
-            [p99 * 1e6 for _, p99, _ in out["ours"]], [p99 * 1e6 for _, p99 in out["raw"]], note
-        )
+        variants = {
+            "ours": lambda: paced_run(("expect_cb", n, True), self.to_passive.send),
+            "raw": lambda: paced_run(("expect_raw_lat", n), main.data.send),
+        }
+        for variant in variants.values():
+            variant()
+        out = alternate(cfg.repeats, variants)
+        ours_rate = statistics.median(a for _, _, a in out["ours"])
+        raw_rate = statistics.median(a for _, _, a in out["raw"])
+        note = f"paced at {ours_rate:,.0f} msg/s, raw at {raw_rate:,.0f} (target: half the median of row 3)"
+        for key, i in (("lat_p50", 0), ("lat_p99", 1)):
+            self.results[key] = Result([s[i] * 1e6 for s in out["ours"]], [s[i] * 1e6 for s in out["raw"]], note)
 
     # -- 5 ---------------------------------------------------------------------------
     def big_payloads(self) -> None:
-        cfg, n = self.cfg, self.cfg.big
-        payload = os.urandom(BIG)
-        mb = n * BIG / 1e6
+        """Rows 5 and 5b (and ZeroMQ's 5z, 5y): one payload size at a time, variants alternated."""
+        for size, n, key in ((BIG, self.cfg.big, "big"), (HUGE, self.cfg.huge, "huge")):
+            self._payload_rows(size, n, key)
+
+    def _payload_rows(self, size: int, n: int, key: str) -> None:
+        payload = os.urandom(size)
+        mb = n * size / 1e6
         data_send = self.main.data.send
         variants = {
             "cb": lambda: mb / self._host_sends(("expect_cb", n), self.to_passive.send, n, payload),
             "raw": lambda: mb / self._host_sends(("expect_raw", n), data_send, n, payload),
         }
+        push = self.zmq.push
+        if self.zmq.endpoints is not None:
+            variants["zmq"] = lambda: mb / self._host_sends(("expect_zmq", n), push.send_pyobj, n, payload)
         for variant in variants.values():
             variant()
-        out = alternate(cfg.repeats, variants)
-        self.results["big"] = Result(out["cb"], out["raw"])
+        out = alternate(self.cfg.repeats, variants)
+        self.results[key] = Result(out["cb"], out["raw"])
+        if "zmq" in out:
+            self.results[f"{key}_zmq"] = Result(out["zmq"], out["raw"])
+        else:
+            self.results[f"{key}_zmq"] = Result(skipped=self.zmq.skipped or "no ZeroMQ")
 
     # -- 6 ---------------------------------------------------------------------------
     def fan_in(self) -> None:
@@ -403,142 +503,95 @@ def paced(send: Callable[[float], None], n: int, rate: float) -> float:
 def phase_main(cfg: Config, results: dict[str, Result]) -> None:
     ctx = multiprocessing.get_context("spawn")
     redis = RedisServer()
+    zmq = ZmqPeer()
     manager = None
     links: list[ChildLink] = []
     try:
         redis.start()
         if redis.skipped:
             log(f"redis rows skipped: {redis.skipped}")
+        zmq.start()
+        if zmq.skipped:
+            log(f"ZeroMQ rows skipped: {zmq.skipped}")
         manager = ctx.Manager()
         mdict = manager.dict({KEY: VALUE})
         bot = LiteyukiBot(pyproject=None, log_level=LOG_LEVEL, stop_grace=3.0)
         shared_memory.set(KEY, VALUE)
         links = [ChildLink(f"bench{i}", ctx) for i in range(4)]
         for i, link in enumerate(links):
-            extra = (mdict, redis.port) if i == 0 else (None, None)
+            extra = (mdict, redis.port, zmq.endpoints) if i == 0 else (None, None, None)
             bot.process_manager.add_target(link.name, _targets.bench_child, (link.name, *link.child_ends, *extra))
         with bot.running(timeout=WAIT):
             for link in links:
                 link.started()
                 assert link.ask("ping") == "pong"
-            MainPhase(cfg, results, links, redis).run()
+                Channel(f"{link.name}-loop").send("hello", timeout=WAIT)
+                assert link.ask("loop") == "bound"
+            MainPhase(cfg, results, links, redis, zmq).run()
     finally:
         for link in links:
             link.close()
         if manager is not None:
             manager.shutdown()
         redis.stop()
+        zmq.stop()
 
 
-# -- the table ------------------------------------------------------------------------------
-def _num(v: float) -> str:
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
+# -- runs and output ------------------------------------------------------------------------
+def one_run(cfg: Config, index: int, total: int) -> Run:
+    run = Run(index, os.getloadavg())
+    log(f"run {index}/{total} ({'quick' if cfg.quick else 'full'}, {cfg.repeats} repeats), load {run.load_before}")
+    t0 = perf_counter()
+    phase_startup(cfg, run.results)
+    phase_nonebot(cfg, run.results)
+    phase_main(cfg, run.results)
+    run.seconds = perf_counter() - t0
+    run.load_after = os.getloadavg()
+    log(f"run {index}/{total} done in {run.seconds:.0f} s, load {run.load_after}")
+    return run
 
 
-def _spread(values: list[float]) -> str:
-    return f"{_num(min(values))}..{_num(max(values))}"
-
-
-def _verdict(spec: Spec, ours: float, base: float | None) -> tuple[str, str, str]:
-    """(ratio text, target text, met) of one row."""
-    limit = spec.limit
-    if spec.kind == "max":
-        assert limit is not None
-        return "-", f"<= {limit:g} {spec.unit}", "yes" if ours <= limit else "no"
-    assert base is not None
-    if spec.kind == "extra":
-        assert limit is not None
-        extra = ours - base
-        return f"+{extra:.1f} {spec.unit}", f"+<= {limit:g} {spec.unit}", "yes" if extra <= limit else "no"
-    if spec.kind == "speedup":
-        assert limit is not None
-        ratio = base / ours
-        return f"{ratio:.2f}x faster", f">= {limit:g}x faster", "yes" if ratio >= limit else "no"
-    ratio = ours / base
-    if spec.kind == "le":
-        assert limit is not None
-        return f"{ratio:.2f}x", f"<= {limit:g}x", "yes" if ratio <= limit else "no"
-    if spec.kind == "ge":
-        assert limit is not None
-        return f"{ratio:.2f}x", f">= {limit:g}x", "yes" if ratio >= limit else "no"
-    return f"{ratio:.2f}x", "(reference)", "-"
-
-
-def render(results: dict[str, Result], cfg: Config, elapsed: float) -> str:
-    header = ["figure", "unit", "ours", "ours min..max", "baseline", "base min..max", "ratio", "target", "met", "note"]
-    lines: list[list[str]] = []
-    for spec in ROWS:
-        res = results.get(spec.key)
-        if res is None or res.skipped is not None:
-            reason = "not measured" if res is None else res.skipped
-            lines.append([spec.name, spec.unit, "-", "-", "-", "-", "-", "-", "skip", f"skipped: {reason}"])
-            continue
-        ours = statistics.median(res.ours)
-        base = statistics.median(res.base) if res.base else None
-        ratio, target, met = _verdict(spec, ours, base)
-        notes = [res.note] if res.note else []
-        if met == "no" and spec.limiter:
-            notes.append(f"limited by: {spec.limiter}")
-        lines.append(
-            [
-                spec.name,
-                spec.unit,
-                _num(ours),
-                _spread(res.ours),
-                "-" if base is None else _num(base),
-                "-" if not res.base else _spread(res.base),
-                ratio,
-                target,
-                met,
-                "; ".join(notes),
-            ]
-        )
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header) - 1)]
-    right = {2, 3, 4, 5, 6}
-
-    def fmt(row: list[str]) -> str:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
-        return " | ".join([*cells, row[-1]]).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths) + "-+-" + "-" * 4
-    mode = "quick" if cfg.quick else "full"
-    out = [
-        f"liteyuki-comm benchmarks ({mode} mode), {datetime.date.today().isoformat()}, "
-        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; medians of {cfg.repeats} repeats (start-up/RSS: {cfg.startup_repeats}), "
-        f"A/B alternating; {elapsed:.0f} s",
-        fmt(header),
-        rule,
-        *(fmt(row) for row in lines),
-        "",
-        "ratio = ours / baseline (for 'faster' rows: baseline / ours). Compared:",
-        *(f"  {spec.name}: {spec.ours}  vs  {spec.base}" for spec in ROWS),
-    ]
-    return "\n".join(out)
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations, 3 repeats")
-    parser.add_argument("--repeats", type=int, help="repeats per figure (default 9, start-up 5; 3 and 2 with --quick)")
+    parser.add_argument(
+        "--repeats", type=_positive, help="repeats per figure (default 9, start-up 5; 3 and 2 with --quick)"
+    )
+    parser.add_argument(
+        "--runs", type=_positive, default=1, help="full runs in a row; the table judges the worst (default 1)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write every row of every run as JSON to PATH")
     args = parser.parse_args(argv)
     cfg = Config.quick_mode() if args.quick else Config.full()
     if args.repeats:
         cfg = Config(**{**cfg.__dict__, "repeats": args.repeats, "startup_repeats": args.repeats})
-    results: dict[str, Result] = {}
+    mode = "quick" if cfg.quick else "full"
     t0 = perf_counter()
-    log(f"{'quick' if cfg.quick else 'full'} run, {cfg.repeats} repeats")
-    phase_startup(cfg, results)
-    phase_main(cfg, results)
+    runs = [one_run(cfg, i + 1, args.runs) for i in range(args.runs)]
     elapsed = perf_counter() - t0
-    print(render(results, cfg, elapsed), flush=True)
+    print(render(runs, mode, cfg.repeats, cfg.startup_repeats, elapsed), flush=True)
+    if args.json:
+        meta = {
+            "mode": mode,
+            "runs": args.runs,
+            "repeats": cfg.repeats,
+            "startup_repeats": cfg.startup_repeats,
+            "nonebot_repeats": cfg.nonebot_repeats,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "python": platform.python_version(),
+            "platform": f"{platform.system()} {platform.machine()}",
+            "cpus": os.cpu_count(),
+            "seconds": elapsed,
+        }
+        write_json(args.json, to_json(runs, meta))
+        log(f"wrote {args.json}")
     left = leftover_children()
     if left:
         log(f"processes left behind: {left}")

@@ -20,7 +20,6 @@ from typing import Any
 
 from liteyuki import comm
 from liteyuki.comm import Channel, CommTimeoutError
-from liteyuki.comm._dispatch import dispatcher
 from liteyuki.comm.storage import shared_memory
 
 from ._common import FANIN, KEY, SET_KEY, VALUE, percentile, set_io_timeout
@@ -42,14 +41,26 @@ def bench_child(
     data: Connection,
     mgr: Any = None,
     redis_port: int | None = None,
+    zmq_endpoints: tuple[str, str] | None = None,
 ) -> None:
     """Serve benchmark commands from the host until stopped (or the ctrl pipe closes)."""
-    _BenchChild(name, ctrl, rpc, data, mgr, redis_port).serve()
+    child = _BenchChild(name, ctrl, rpc, data, mgr, redis_port, zmq_endpoints)
+    try:
+        child.serve()
+    finally:
+        child.close()
 
 
 class _BenchChild:
     def __init__(
-        self, name: str, ctrl: Connection, rpc: Connection, data: Connection, mgr: Any, redis_port: int | None
+        self,
+        name: str,
+        ctrl: Connection,
+        rpc: Connection,
+        data: Connection,
+        mgr: Any,
+        redis_port: int | None,
+        zmq_endpoints: tuple[str, str] | None,
     ) -> None:
         self.name = name
         self.ctrl = ctrl
@@ -58,6 +69,12 @@ class _BenchChild:
         self.mgr = mgr
         self.redis_port = redis_port
         self._redis: Any = None
+        self._zmq = _ZmqClient(*zmq_endpoints) if zmq_endpoints is not None else None
+        # The loop this process's passive callbacks run on, learnt through the public API
+        # (an async callback on `{name}-loop`), so the harness needs no liteyuki internals.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_seen = threading.Event()
+        Channel(f"{name}-loop").on_receive()(self._capture_loop)
         self.active = comm.active_channel
         self.passive = comm.passive_channel
         self.rx: Channel[Any] = Channel(f"{name}-rx")
@@ -74,6 +91,19 @@ class _BenchChild:
             self.rx.receive(timeout=0)
         except CommTimeoutError:
             pass
+
+    def close(self) -> None:
+        if self._zmq is not None:
+            self._zmq.close()
+
+    async def _capture_loop(self, _msg: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._loop_seen.set()
+
+    def _callback_loop(self) -> asyncio.AbstractEventLoop:
+        if not self._loop_seen.wait(STEP_TIMEOUT) or self.loop is None:
+            raise TimeoutError(f"no message on {self.name}-loop within {STEP_TIMEOUT} s: callback loop unknown")
+        return self.loop
 
     # -- the command loop ------------------------------------------------------
     def serve(self) -> None:
@@ -108,6 +138,11 @@ class _BenchChild:
     def cmd_ping(self) -> str:
         return "pong"
 
+    def cmd_loop(self) -> str:
+        """Wait for the host's message on ``{name}-loop`` (it captures the callback loop)."""
+        self._callback_loop()
+        return "bound"
+
     # -- round trips (child is the caller) -----------------------------------------
     def _rtt_fn(self, variant: str) -> Callable[[], Any]:
         if variant == "kv_get":
@@ -132,6 +167,10 @@ class _BenchChild:
                 return lambda: mget(KEY)
             mset = self.mgr.__setitem__
             return lambda: mset(SET_KEY, VALUE)
+        if variant == "zmq_get":
+            if self._zmq is None:
+                raise RuntimeError("no ZeroMQ endpoints were given to this child")
+            return self._zmq.get
         if variant in ("redis_get", "redis_set"):
             client = self._redis_client()
             if variant == "redis_get":
@@ -164,15 +203,17 @@ class _BenchChild:
             fn()
         return (perf_counter() - t0) / n
 
-    def cmd_rtt_pct(self, variant: str, n: int) -> tuple[float, float]:
-        """p50 and p99 of half the round trip of ``variant`` (one-way latency estimate)."""
-        fn = self._rtt_fn(variant)
-        samples = []
-        for _ in range(n):
+    def cmd_async_rtt(self, n: int) -> float:
+        """Mean seconds per ``await shared_memory.async_get``, one at a time, on the callback loop."""
+
+        async def run() -> float:
+            get = shared_memory.async_get
             t0 = perf_counter()
-            fn()
-            samples.append(perf_counter() - t0)
-        return percentile(samples, 50) / 2, percentile(samples, 99) / 2
+            for _ in range(n):
+                await get(KEY)
+            return (perf_counter() - t0) / n
+
+        return asyncio.run_coroutine_threadsafe(run(), self._callback_loop()).result(STEP_TIMEOUT)
 
     def cmd_gather(self, k: int, rounds: int) -> float:
         """Mean seconds for ``k`` concurrent ``async_get`` (asyncio.gather) on the child's loop."""
@@ -186,10 +227,7 @@ class _BenchChild:
                 total += perf_counter() - t0
             return total / rounds
 
-        loop = dispatcher.loop
-        if loop is None:
-            raise RuntimeError("no event loop bound in this child")
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(STEP_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(run(), self._callback_loop()).result(STEP_TIMEOUT)
 
     def cmd_sequential(self, k: int, rounds: int) -> float:
         """Mean seconds for ``k`` sequential sync gets."""
@@ -230,11 +268,28 @@ class _BenchChild:
             recv()
         return ("done",)
 
+    def cmd_expect_raw_lat(self, n: int) -> Any:
+        """Row 4's baseline: ``n`` timestamped raw messages, p50/p99 of send -> blocking recv."""
+        recv = self.data.recv
+        latencies = []
+        self._ready()
+        for _ in range(n):
+            sent = recv()
+            latencies.append(perf_counter() - sent)
+        return ("done", percentile(latencies, 50), percentile(latencies, 99))
+
+    def cmd_expect_zmq(self, n: int) -> Any:
+        if self._zmq is None:
+            raise RuntimeError("no ZeroMQ endpoints were given to this child")
+        recv = self._zmq.pull.recv_pyobj
+        self._ready()
+        for _ in range(n):
+            recv()
+        return ("done",)
+
     def cmd_expect_raw_async(self, n: int) -> Any:
         """The asyncio baseline: ``loop.add_reader`` on the raw pipe, on the same loop as our callbacks."""
-        loop = dispatcher.loop
-        if loop is None:
-            raise RuntimeError("no event loop bound in this child")
+        loop = self._callback_loop()
         conn = self.data
         fd = conn.fileno()
         added = threading.Event()
@@ -284,3 +339,35 @@ class _BenchChild:
         for _ in range(n):
             send(payload)
         return ("sent",)
+
+
+class _ZmqClient:
+    """The child's ZeroMQ sockets: PULL (host -> child streams) and REQ (round trips)."""
+
+    def __init__(self, push_endpoint: str, rep_endpoint: str) -> None:
+        import zmq
+
+        self._ctx = zmq.Context()
+        self.pull = self._socket(zmq.PULL)
+        self.pull.connect(push_endpoint)
+        self.req = self._socket(zmq.REQ)
+        self.req.connect(rep_endpoint)
+        self._request = ("get", KEY, None)
+
+    def _socket(self, kind: int) -> Any:
+        import zmq
+
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, int(STEP_TIMEOUT * 1000))
+        sock.setsockopt(zmq.SNDTIMEO, int(STEP_TIMEOUT * 1000))
+        return sock
+
+    def get(self) -> Any:
+        self.req.send_pyobj(self._request)
+        return self.req.recv_pyobj()
+
+    def close(self) -> None:
+        self.pull.close(0)
+        self.req.close(0)
+        self._ctx.term()
