@@ -21,6 +21,7 @@ and judges the worst (``_report``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -177,6 +178,24 @@ plugin_dirs = []
 """
 
 
+@contextlib.contextmanager
+def children_print_to_stderr() -> Iterator[None]:
+    """Point fd 1 at stderr while children are spawned, so stdout carries the table only.
+
+    NoneBot's default log sink is stdout, and its "initializing" line comes before
+    any log level applies; spawned children inherit fd 1.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def phase_nonebot(cfg: Config, results: dict[str, Result]) -> None:
     """Row 7c: idle RSS of our NoneBot child vs NoneBot alone, fresh processes per repeat."""
     ctx = multiprocessing.get_context("spawn")
@@ -219,10 +238,11 @@ def phase_nonebot(cfg: Config, results: dict[str, Result]) -> None:
             parent.close()
 
     try:
-        for r in range(cfg.nonebot_repeats):
-            for step in (ours, alone) if r % 2 == 0 else (alone, ours):
-                step()
-            log(f"NoneBot {r + 1}/{cfg.nonebot_repeats}: ours {m_ours[-1]:.1f} MB, alone {m_base[-1]:.1f} MB")
+        with children_print_to_stderr():
+            for r in range(cfg.nonebot_repeats):
+                for step in (ours, alone) if r % 2 == 0 else (alone, ours):
+                    step()
+                log(f"NoneBot {r + 1}/{cfg.nonebot_repeats}: ours {m_ours[-1]:.1f} MB, alone {m_base[-1]:.1f} MB")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["rss_nonebot"] = Result(m_ours, m_base)
