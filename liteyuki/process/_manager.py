@@ -26,18 +26,44 @@ _STABLE_AFTER = 30.0
 
 
 @dataclass
-class _Child:
-    name: str
-    target: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+class _Run:
+    """One spawn of a child, with its own events and flags.
+
+    A restart's new run never shares state with the old one: the old run's exit
+    handler (on the supervisor thread) may run after ``start()`` made the new run,
+    and must neither read the new run's ``stopping`` nor detach its link.
+    """
+
     process: multiprocessing.process.BaseProcess | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
     started_at: float = 0.0
+
+
+@dataclass
+class _Child:
+    name: str
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    run: _Run = field(default_factory=_Run)
+    # Restarts of one child run one after the other: each call is one full restart.
+    restart_lock: threading.Lock = field(default_factory=threading.Lock)
     crashes: int = 0
     restarts: int = 0
+
+    @property
+    def process(self) -> multiprocessing.process.BaseProcess | None:
+        return self.run.process
+
+    @property
+    def ready(self) -> threading.Event:
+        return self.run.ready
+
+    @property
+    def exited(self) -> threading.Event:
+        return self.run.exited
 
 
 class ProcessManager:
@@ -109,24 +135,22 @@ class ProcessManager:
             host_sock, child_sock = new_socketpair()
             spec = ChildSpec(name, child.target, child.args, child.kwargs, child_sock, dict(self._config))
             process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
-            child.ready.clear()
-            child.exited.clear()
-            child.stopping = False
             os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
             try:
                 process.start()
             finally:
                 del os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV]
             child_sock.close()
-            child.process = process
-            child.started_at = time.monotonic()
+            # A new run (fresh events, stopping False) in the same lock hold as the attach:
+            # the old run's exit handler checks `child.run is run` under this lock.
+            run = child.run = _Run(process, started_at=time.monotonic())
             self._hub.attach(name, host_sock)
             self._ensure_supervisor()
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
         # `ready` is set by the child's hello, or by the supervisor when the child exits first.
-        if not child.ready.wait(limit):
+        if not run.ready.wait(limit):
             raise RuntimeError(f"process {name!r} did not connect within {limit} s")
-        if child.exited.is_set():
+        if run.exited.is_set():
             raise RuntimeError(f"process {name!r} exited during start-up (exit code {process.exitcode})")
         logger.debug(f"process {name!r} started (pid {process.pid})")
 
@@ -141,16 +165,16 @@ class ProcessManager:
     def stop(self, name: str, grace: float | None = None) -> None:
         """Hooks, a stop request, ``grace`` s, SIGTERM, as long again, SIGKILL. Never restarted."""
         child = self._child(name)
-        proc = child.process
-        if proc is None or child.exited.is_set():
-            child.stopping = True
+        with self._lock:  # the run a concurrent restart's start() may just have replaced
+            run = child.run
+            run.stopping = True
+        if run.process is None or run.exited.is_set():
             return
-        child.stopping = True
         self._run_hooks("before_process_shutdown", name)
-        self._stop_process(child, float(self._config.get("stop_grace", 5.0)) if grace is None else grace)
+        self._stop_process(child, run, float(self._config.get("stop_grace", 5.0)) if grace is None else grace)
 
-    def _stop_process(self, child: _Child, grace: float) -> None:
-        proc = child.process
+    def _stop_process(self, child: _Child, run: _Run, grace: float) -> None:
+        proc = run.process
         if proc is None:
             return
         try:
@@ -164,17 +188,23 @@ class ProcessManager:
                     os.kill(proc.pid, step)
                 except ProcessLookupError:
                     break
-            if child.exited.wait(grace) or self._reap(child):
+            if run.exited.wait(grace) or self._reap(run):
                 break
-        self._hub.detach(child.name)
+        self._detach_if_current(child, run)
 
-    def _reap(self, child: _Child) -> bool:
+    def _detach_if_current(self, child: _Child, run: _Run) -> None:
+        # A newer run's link is never ours to drop.
+        with self._lock:
+            if child.run is run:
+                self._hub.detach(child.name)
+
+    def _reap(self, run: _Run) -> bool:
         # Without a supervisor thread (never started), reap here.
-        if self._supervisor is None and child.process is not None:
-            child.process.join(0)
-            if child.process.exitcode is not None:
-                child.exited.set()
-        return child.exited.is_set()
+        if self._supervisor is None and run.process is not None:
+            run.process.join(0)
+            if run.process.exitcode is not None:
+                run.exited.set()
+        return run.exited.is_set()
 
     def stop_all(self, grace: float | None = None) -> None:
         """Stop every child in parallel; return when all are gone."""
@@ -201,7 +231,7 @@ class ProcessManager:
             self._closed.set()
             children = list(self._children.values())
         for child in children:
-            child.stopping = True
+            child.run.stopping = True
             proc = child.process
             if proc is not None and proc.pid is not None and not child.exited.is_set():
                 try:
@@ -210,14 +240,29 @@ class ProcessManager:
                     pass
 
     def restart(self, name: str) -> None:
-        """Stop child ``name`` (with hooks) and start it again."""
+        """Stop child ``name`` (with hooks) and start it again.
+
+        Calls for one child run one after the other, each a full restart; during a
+        shutdown the call does nothing (or stops half-way) and returns quietly.
+        """
         child = self._child(name)
-        self._run_hooks("before_process_restart", name)
-        child.stopping = True
-        self._stop_process(child, float(self._config.get("stop_grace", 5.0)))
-        self.start(name)
-        child.restarts += 1
-        self._run_hooks("after_restart", name)
+        with child.restart_lock:
+            if self._closing:
+                return
+            self._run_hooks("before_process_restart", name)
+            with self._lock:
+                run = child.run
+                run.stopping = True
+            self._stop_process(child, run, float(self._config.get("stop_grace", 5.0)))
+            try:
+                self.start(name)
+            except RuntimeError:
+                if self._closing:  # Ctrl+C in the middle of a restart: not an error
+                    logger.debug(f"restart of {name!r} cut short by shutdown")
+                    return
+                raise
+            child.restarts += 1
+            self._run_hooks("after_restart", name)
 
     # -- supervision ---------------------------------------------------------------
     def _ensure_supervisor(self) -> None:
@@ -248,9 +293,9 @@ class ProcessManager:
         while True:
             with self._lock:
                 watched = {
-                    c.process.sentinel: c
+                    c.run.process.sentinel: (c, c.run)
                     for c in self._children.values()
-                    if c.process is not None and not c.exited.is_set()
+                    if c.run.process is not None and not c.run.exited.is_set()
                 }
                 if self._closing and not watched:
                     self._supervisor = None
@@ -261,47 +306,54 @@ class ProcessManager:
                 if sentinel == self._wake_r:
                     os.read(self._wake_r, 4096)
                     continue
-                self._on_exit(watched[sentinel])
+                self._on_exit(*watched[sentinel])
 
-    def _on_exit(self, child: _Child) -> None:
-        proc = child.process
+    def _on_exit(self, child: _Child, run: _Run) -> None:
+        proc = run.process
         assert proc is not None
         proc.join(1)
         code = proc.exitcode
-        child.exited.set()
-        child.ready.set()  # release a start() still waiting for this child
-        if self._console_owner == child.name:
-            self._console_owner = None
-            log.set_forward(None)
-        self._hub.detach(child.name)
-        if child.stopping or self._closing:
+        with self._lock:
+            # Clean up only what belongs to this run: a restart may already have started the next.
+            current = child.run is run
+            if current and self._console_owner == child.name:
+                self._console_owner = None
+                log.set_forward(None)
+            if current:
+                self._hub.detach(child.name)
+        run.exited.set()
+        run.ready.set()  # release a start() still waiting for this run
+        if run.stopping or self._closing or not current:
             logger.debug(f"process {child.name!r} stopped (exit code {code})")
             return
         if code == 0:
             logger.info(f"process {child.name!r} exited normally; not restarting it")
             return
-        ran = time.monotonic() - child.started_at
+        ran = time.monotonic() - run.started_at
         child.crashes = 1 if ran > _STABLE_AFTER else child.crashes + 1
         base = float(self._config.get("restart_backoff", 0.5))
         delay = min(base * 2 ** (child.crashes - 1), float(self._config.get("restart_backoff_max", 30.0)))
         logger.warning(f"process {child.name!r} exited unexpectedly (exit code {code}); restarting in {delay:.1f} s")
         threading.Thread(
-            target=self._restart_after, args=(child, delay), name=f"liteyuki-restart-{child.name}", daemon=True
+            target=self._restart_after, args=(child, run, delay), name=f"liteyuki-restart-{child.name}", daemon=True
         ).start()
 
-    def _restart_after(self, child: _Child, delay: float) -> None:
-        # A back-off timer, not synchronisation: a stop in the meantime cancels it.
+    def _restart_after(self, child: _Child, crashed: _Run, delay: float) -> None:
+        # A back-off timer, not synchronisation: a stop in the meantime cancels it, and so
+        # does a restart (or start) that already replaced the crashed run.
         self._closed.wait(delay)
-        if self._closing or child.stopping:
-            return
-        self._run_hooks("before_process_restart", child.name)
-        try:
-            self.start(child.name)
-        except RuntimeError as exc:
-            logger.error(f"restart of {child.name!r} failed: {exc}")
-            return
-        child.restarts += 1
-        self._run_hooks("after_restart", child.name)
+        with child.restart_lock:
+            if self._closing or crashed.stopping or child.run is not crashed:
+                return
+            self._run_hooks("before_process_restart", child.name)
+            try:
+                self.start(child.name)
+            except RuntimeError as exc:
+                if not self._closing:
+                    logger.error(f"restart of {child.name!r} failed: {exc}")
+                return
+            child.restarts += 1
+            self._run_hooks("after_restart", child.name)
 
     def _on_control(self, peer: str, op: str, payload: bytes) -> None:
         child = self._children.get(peer)
