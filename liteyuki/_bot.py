@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import _config, log
+from . import _config, _reload, log
 from ._lifespan import Lifespan
 from ._plugins import load_plugin, load_plugins, plugins_from_pyproject
 from .comm import lowlevel
@@ -53,6 +53,8 @@ class LiteyukiBot:
         self._stopped = threading.Event()
         self._signals = 0
         _bot = self
+        # Development mode (`--reload`): see liteyuki/_reload.py.
+        self._reload = _reload.Reload(self) if _reload.requested(self.config) else None
 
     # -- lifespan decorators ------------------------------------------------------
     def on_before_start(self, func: F) -> F:
@@ -84,7 +86,13 @@ class LiteyukiBot:
 
     # -- running --------------------------------------------------------------
     def run(self) -> None:
-        """Start everything and block until Ctrl+C, SIGTERM or ``stop()``."""
+        """Start everything and block until Ctrl+C, SIGTERM or ``stop()``.
+
+        In development mode this process becomes the reload supervisor and runs the
+        host as a new process (``SystemExit`` with the status when it is done).
+        """
+        if self._reload is not None and not self._reload.supervised:
+            raise SystemExit(self._reload.supervise())
         try:
             asyncio.run(self._serve(handle_signals=threading.current_thread() is threading.main_thread()))
         except KeyboardInterrupt:  # a SIGINT that arrived before our handler was in place

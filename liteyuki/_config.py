@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "restart_backoff": 0.5,  # first restart delay; doubles per quick crash, up to restart_backoff_max
     "restart_backoff_max": 30.0,
     "pyproject": "pyproject.toml",  # where [tool.liteyuki] lists host plugins; None to skip
+    "reload": False,  # development mode: restart what changed (README: "Development mode")
 }
 
 _config: dict[str, Any] = dict(DEFAULTS)

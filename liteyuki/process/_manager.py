@@ -113,6 +113,11 @@ class ProcessManager:
         except KeyError:
             raise KeyError(f"no process named {name!r} (known: {', '.join(self._children) or 'none'})") from None
 
+    def target(self, name: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The target, args and kwargs child ``name`` was added with."""
+        child = self._child(name)
+        return child.target, child.args, dict(child.kwargs)
+
     def is_alive(self, name: str) -> bool:
         proc = self._child(name).process
         return proc is not None and proc.is_alive()
