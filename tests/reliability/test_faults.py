@@ -133,7 +133,7 @@ def test_a_child_reaped_by_someone_else_is_still_restarted(host, monkeypatch):
     manager = bot.process_manager
     reaped = threading.Event()
     on_exit = manager._on_exit
-    monkeypatch.setattr(manager, "_on_exit", lambda child: (reaped.wait(10), on_exit(child)))
+    monkeypatch.setattr(manager, "_on_exit", lambda *run: (reaped.wait(10), on_exit(*run)))
     old_pid = ask(name, "pid")
     os.kill(old_pid, signal.SIGKILL)
     os.waitpid(old_pid, 0)  # somebody else reaps it first
