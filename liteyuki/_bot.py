@@ -88,11 +88,12 @@ class LiteyukiBot:
     def run(self) -> None:
         """Start everything and block until Ctrl+C, SIGTERM or ``stop()``.
 
-        In development mode this process becomes the reload supervisor and runs the
-        host as a new process (``SystemExit`` with the status when it is done).
+        In development mode this process becomes the reload supervisor instead, and
+        runs the host as a new process (README: "Development mode").
         """
-        if self._reload is not None and not self._reload.supervised:
-            raise SystemExit(self._reload.supervise())
+        if self._reload is not None and self._reload.supervises:
+            self._reload.supervise()
+            return
         try:
             asyncio.run(self._serve(handle_signals=threading.current_thread() is threading.main_thread()))
         except KeyboardInterrupt:  # a SIGINT that arrived before our handler was in place

@@ -114,11 +114,16 @@ class Reload:
         self._changes: queue.SimpleQueue[tuple[str | None, list[str]] | None] = queue.SimpleQueue()
         bot.on_after_start(self._watch_children)
 
-    def supervise(self) -> int:
-        """Become the supervisor: run the host in a new process, replace it on host-level changes."""
+    @property
+    def supervises(self) -> bool:
+        """Whether ``run()`` in this process becomes the supervisor (it needs the main thread for signals)."""
+        return not self.supervised and threading.current_thread() is threading.main_thread()
+
+    def supervise(self) -> None:
+        """Be the supervisor until Ctrl+C: run the host in a new process, replace it on host-level changes."""
         from ._supervisor import Supervisor
 
-        return Supervisor(self.bot, host_rules(self.bot)).run()
+        Supervisor(self.bot, host_rules(self.bot)).run()
 
     async def _watch_children(self) -> None:
         """after_start hook of the host: restart a NoneBot child when its plugins change."""

@@ -111,7 +111,7 @@ class _Host:
 
 
 class Supervisor:
-    """``run()`` until Ctrl+C; returns the exit status."""
+    """``run()`` until Ctrl+C (or until the host stops by itself with status 0)."""
 
     def __init__(self, bot: LiteyukiBot, rules: list[Rule]) -> None:
         self.bot = bot
@@ -120,7 +120,7 @@ class Supervisor:
         self._host: _Host | None = None
         self._restart_within = 2 * float(bot.config.get("stop_grace", 5.0)) + 5.0
 
-    def run(self) -> int:
+    def run(self) -> None:
         events = self._events
         previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
         if sys.stdin is not None and sys.stdin.isatty() and hasattr(signal, "SIGWINCH"):
@@ -139,7 +139,7 @@ class Supervisor:
         try:
             watcher.start()
             self._start_host()
-            return self._loop()
+            self._loop()
         finally:
             watcher.stop()
             if self._host is not None:  # only on an unexpected error: leave nothing behind
@@ -160,7 +160,7 @@ class Supervisor:
         self._host = _Host(self._events)
         logger.info(f"reload: host process started (pid {self._host.pid})")
 
-    def _loop(self) -> int:
+    def _loop(self) -> None:
         stopping = False
         pending: set[str] = set()  # changes that arrived while the old host was stopping
         while True:
@@ -175,7 +175,7 @@ class Supervisor:
                         stopping = True
                         logger.info(f"received {signal.Signals(signum).name}; stopping")
                         if host is None:
-                            return 0
+                            return
                         host.stop(STOP_DEADLINE)
                     elif host is not None:
                         logger.warning("second stop signal: killing the host and its children now")
@@ -201,7 +201,7 @@ class Supervisor:
                     self._host = None
                     if stopping:
                         logger.debug(f"reload: host exited (code {done.proc.returncode})")
-                        return 0
+                        return
                     if done.stopping or pending:
                         pending.clear()
                         self._start_host()
@@ -209,7 +209,7 @@ class Supervisor:
                     code = done.proc.returncode
                     if code == 0:
                         logger.info("reload: the host stopped by itself; stopping the reloader too")
-                        return 0
+                        return
                     logger.error(f"reload: the host exited with code {code}; the next change starts it again")
                 case _:
                     if host is not None and host.kill_at is not None and time.monotonic() >= host.kill_at:

@@ -85,11 +85,15 @@ class Rule:
     process: str | None  # the child to restart, or HOST
     names: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # Symlinks resolved, as the notification backends report them (macOS: /var -> /private/var).
+        object.__setattr__(self, "folder", Path(os.path.realpath(self.folder)))
+
     def covers(self, path: Path) -> int:
         """How specific this rule is for ``path`` (0: not at all); an exact file beats any folder."""
         if self.names is not None:
             matched = path.parent == self.folder and any(fnmatch.fnmatchcase(path.name, n) for n in self.names)
-            return 1_000_000 if matched else 0
+            return 1_000_000 if matched and not IGNORED_NAMES.search(path.name) else 0
         try:
             below = path.relative_to(self.folder).parts
         except ValueError:
@@ -104,7 +108,9 @@ class Rule:
 
 def classify(rules: Iterable[Rule], path: str | Path) -> Rule | None:
     """The most specific rule covering ``path``, or None if the change does not matter."""
-    path = Path(os.path.abspath(path))
+    path = Path(path)
+    # The folder resolved like the rules' folders; the name kept (a symlinked plugin file still counts).
+    path = Path(os.path.realpath(path.parent)) / path.name
     best, score = None, 0
     for rule in rules:
         s = rule.covers(path)
@@ -160,10 +166,10 @@ def _module_location(name: str) -> list[tuple[Path, bool]]:
 
 def plugin_rules(process: str | None, modules: Iterable[str], dirs: Iterable[str | Path], base: Path) -> list[Rule]:
     """Rules for plugin folders (relative to ``base``) and plugin modules (found on ``sys.path``)."""
-    rules = [Rule(Path(os.path.abspath(base / d)), process) for d in dirs]
+    rules = [Rule(base / d, process) for d in dirs]
     for module in modules:
         for path, is_folder in _module_location(str(module)):
-            path = Path(os.path.abspath(path))
+            path = Path(os.path.realpath(path))
             rules.append(Rule(path, process) if is_folder else Rule(path.parent, process, (path.name,)))
     return rules
 
@@ -185,13 +191,13 @@ def nonebot_rules(process: str, pyproject: str | Path) -> list[Rule]:
 
 def config_rules(pyprojects: Iterable[str | Path], script: str | Path | None) -> list[Rule]:
     """``pyproject.toml`` and ``.env*`` beside each project file and in the working directory, and the script."""
-    folders = {Path(os.path.abspath(Path(p).parent)) for p in pyprojects} | {Path.cwd()}
+    folders = {Path(os.path.realpath(Path(p).parent)) for p in pyprojects} | {Path(os.path.realpath(Path.cwd()))}
     rules = [Rule(folder, HOST, CONFIG_NAMES) for folder in sorted(folders)]
-    rules += [Rule(Path(os.path.abspath(p)).parent, HOST, (Path(p).name,)) for p in pyprojects]
+    rules += [Rule(Path(p).parent, HOST, (Path(p).name,)) for p in pyprojects]
     if script:
-        path = Path(os.path.abspath(script))
+        path = Path(os.path.realpath(script))
         rules.append(Rule(path.parent, HOST, (path.name,)))
-    return rules
+    return list(dict.fromkeys(rules))  # without duplicates, in order
 
 
 # -- watching ----------------------------------------------------------------------------

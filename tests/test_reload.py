@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -229,6 +230,7 @@ def write(path: Path, text: str) -> None:
 @pytest.mark.timeout(120)
 def test_reload_end_to_end(tmp_path: Path) -> None:
     bot, keeper, echo = start_project(tmp_path)
+    project = keeper.parent.parent
     try:
         # Start-up: both watchers live, host plugin and NoneBot plugin ran.
         bot.wait_for(HOST_WATCHING, STARTUP)
@@ -297,10 +299,36 @@ def test_reload_end_to_end(tmp_path: Path) -> None:
         assert alive(host)
         bot.track()
 
+        # 5. A broken host plugin: a new host that logs the error and keeps running (with its child).
+        mark = len(bot.lines)
+        write(keeper, "GENERATION = 3\nclass Broken(:\n")
+        failed = bot.wait_for(r"host plugin .*keeper\.py failed to load", STARTUP, start=mark)
+        bot.wait_for(r"SyntaxError", 10, start=failed)
+        match = re.search(nb_line(4), bot.lines[bot.wait_for(nb_line(4), STARTUP, start=mark)])
+        assert match is not None and match[2] == "None", "the store should be empty in a new host"
+        started = [int(m[1]) for m in (re.search(r"host process started \(pid (\d+)\)", x) for x in bot.lines) if m]
+        assert started[-1] != host_pid and alive(psutil.Process(started[-1]))
+        assert not wait_gone([host], time.monotonic() + 10), "the old host is still running"
+        host, host_pid = psutil.Process(started[-1]), started[-1]
+        bot.track()
+
+        # 6. Fixing it, then a configuration file (.env, watched flat in the project folder): a new host each.
+        for step, edit in (("fixed", lambda: write(keeper, "GENERATION = 5\n" + HOST_PLUGIN)),
+                           (".env", lambda: write(project / ".env", "# edited\n"))):  # fmt: skip
+            mark = len(bot.lines)
+            edit()
+            match = re.search(host_line(5), bot.lines[bot.wait_for(host_line(5), STARTUP, start=mark)])
+            assert match is not None and int(match[1]) != host_pid, step
+            bot.wait_for(nb_line(4), STARTUP, start=mark)
+            assert not wait_gone([host], time.monotonic() + 10), f"{step}: the old host is still running"
+            host, host_pid = psutil.Process(int(match[1])), int(match[1])
+            bot.track()
+        assert re.search(r"reload: \.env changed; restarting the host", bot.output), bot.output
+
         # One restart per save all along (the children's own writes never triggered one).
         assert count(bot.lines, NB_RESTART) == 3, bot.output
-        assert count(bot.lines, HOST_RESTART) == 1, bot.output
-        assert count(bot.lines, r"reload: host process started") == 2, bot.output
+        assert count(bot.lines, r"changed; restarting the host") == 4, bot.output
+        assert count(bot.lines, r"reload: host process started") == 5, bot.output
 
         # 5. Ctrl+C: everything stops, exit status 0, no traceback from here on.
         bot.stop_and_check("group", since=len(bot.lines))
@@ -340,5 +368,33 @@ def test_ctrl_c_at_any_moment_stops_everything(tmp_path: Path, moment: str) -> N
             bot.wait_for(NB_RESTART if moment == "nonebot restarting" else HOST_RESTART, STARTUP, start=mark)
         bot.track()
         bot.stop_and_check("group", since=len(bot.lines))
+    finally:
+        bot.close()
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_to_the_supervisor_stops_everything(tmp_path: Path) -> None:
+    bot, _, _ = start_project(tmp_path)
+    try:
+        bot.wait_for(CHILD_WATCHING, STARTUP)
+        bot.track()
+        bot.stop_and_check("term")
+    finally:
+        bot.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_host_whose_supervisor_was_killed_stops_by_itself(tmp_path: Path) -> None:
+    bot, _, _ = start_project(tmp_path)
+    try:
+        bot.wait_for(CHILD_WATCHING, STARTUP)
+        procs = bot.track()
+        assert len(procs) >= 3, procs  # supervisor, host, NoneBot child
+        os.kill(bot.pid, signal.SIGKILL)
+        left = wait_gone(procs, time.monotonic() + 10)
+        assert not left, f"still running 10 s after the supervisor was killed: {left}\n{bot.output}"
+        bot.drain(5)
+        assert "Traceback" not in bot.output, bot.output
+        assert "reload: the supervisor is gone; stopping" in bot.output, bot.output
     finally:
         bot.close()
