@@ -181,12 +181,23 @@ HOST_PLUGIN = """\
 import os
 import uuid
 
+from liteyuki import get_bot
 from liteyuki.comm.storage import shared_memory
 from liteyuki.log import logger
 
 TOKEN = uuid.uuid4().hex
 shared_memory.set("reload-test:token", TOKEN)
 logger.info(f"host plugin generation={GENERATION} pid={os.getpid()} token={TOKEN}")
+
+
+@get_bot().on_before_process_restart
+def _before(name):
+    logger.info(f"hook: before restart of {name}")
+
+
+@get_bot().on_after_restart
+def _after(name):
+    logger.info(f"hook: after restart of {name}")
 """
 
 NB_PLUGIN = """\
@@ -259,6 +270,9 @@ def test_reload_end_to_end(tmp_path: Path) -> None:
         assert alive(host) and nonebot_child(host_pid) is not None
         assert nonebot_child(host_pid).pid == int(match[1])
         assert count(bot.lines[mark:], NB_RESTART) == 1, bot.output
+        bot.wait_for(r"hook: after restart of nonebot$", 10, start=mark)
+        assert count(bot.lines[mark:], r"hook: before restart of nonebot$") == 1, bot.output
+        assert count(bot.lines[mark:], r"hook: after restart of nonebot$") == 1, bot.output
         assert count(bot.lines, host_line(r"\S+")) == 1, "host plugins were imported again"
         old_child = nonebot_child(host_pid)
         bot.track()
