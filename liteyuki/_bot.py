@@ -44,7 +44,7 @@ class LiteyukiBot:
         self.config = _config.set_config(config)
         log.install(self.config["log_level"], self.config["language"])
         self.lifespan = Lifespan()
-        self.hub = lowlevel.Hub(self.config)
+        self.hub = lowlevel.new_hub(self.config)
         lowlevel.install(self.hub)
         self.process_manager = ProcessManager(self.hub, self.config, self._run_hooks)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,7 +171,7 @@ class LiteyukiBot:
             await loop.run_in_executor(None, self.process_manager.stop_all)
             await self.lifespan.run("after_shutdown")
             dispatcher.unbind(loop)
-            self.hub.close()
+            lowlevel.close_runtime(self.hub)
             if handle_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from nonebot.params import Depends
 
 from liteyuki.comm import Channel, get_channel
-from liteyuki.comm.lowlevel import current
+from liteyuki.comm.lowlevel import current, local_end
 from liteyuki.comm.storage import KeyValueStore, shared_memory
 
 __all__ = ["ActiveChannel", "PassiveChannel", "SharedMemory", "channel"]
@@ -25,16 +25,19 @@ def _shared_memory() -> KeyValueStore:
     return shared_memory
 
 
+def _own(which: int) -> Channel[Any]:
+    own = current().own_channels
+    if own is None:
+        raise RuntimeError("this process has no active/passive channel of its own (it is the host)")
+    return local_end(own[which])
+
+
 def _active() -> Channel[Any]:
-    chan = current().active_channel
-    assert chan is not None
-    return chan
+    return _own(0)
 
 
 def _passive() -> Channel[Any]:
-    chan = current().passive_channel
-    assert chan is not None
-    return chan
+    return _own(1)
 
 
 def channel(name: str) -> Any:

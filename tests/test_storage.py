@@ -133,9 +133,8 @@ def test_publish_reaches_subscribers_in_every_process(host):
 
 def test_a_host_that_is_gone_is_a_clear_error_in_the_child():
     from liteyuki.comm import BrokenPeerError
-    from liteyuki.comm._link import new_socketpair
     from liteyuki.comm._ops import Get
-    from liteyuki.comm._runtime import ChildRuntime
+    from liteyuki.comm.lowlevel import ChildRuntime, new_socketpair
 
     ours, theirs = new_socketpair()
     runtime = ChildRuntime(unique("orphan"), {"call_timeout": 5})

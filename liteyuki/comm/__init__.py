@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _default  # noqa: F401  (registers how a process gets its runtime)
 from ._channel import Channel as Channel
+from ._channel import local_end
+from ._context import current
 from ._errors import BrokenPeerError as BrokenPeerError
 from ._errors import ChannelClosedError as ChannelClosedError
 from ._errors import ChannelFullError as ChannelFullError
@@ -54,7 +57,6 @@ def __getattr__(name: str) -> Any:
     # Resolved on access, so `from liteyuki.comm import active_channel` gets the
     # live singleton the child bootstrap installed (or a standalone one).
     if name in ("active_channel", "passive_channel"):
-        from ._runtime import current
-
-        return getattr(current(), name)
+        own = current().own_channels  # None in the host: it has no channels of its own
+        return None if own is None else local_end(own[0] if name == "active_channel" else own[1])
     raise AttributeError(f"module 'liteyuki.comm' has no attribute {name!r}")

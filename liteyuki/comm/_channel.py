@@ -2,7 +2,12 @@
 
 A ``Channel`` object is *this process's end* of the channel with that name;
 ``Channel("x")`` twice in one process returns the same object. Where a sent
-message goes is decided by the host (see the README's routing rules).
+message goes is decided by the host: to exactly one receiving end in another
+process, round-robin (see the README's delivery rules).
+
+A receiving end grants credit up to its buffer size: the host never hands it
+more than it can hold, so its buffer never overflows and the thread that
+delivers into it never waits.
 """
 
 from __future__ import annotations
@@ -15,26 +20,30 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from ..log import logger
-from ._dispatch import dispatcher, settle
+from ._context import current
+from ._dispatch import dispatcher
 from ._errors import (
     ChannelClosedError,
-    ChannelFullError,
     ChannelTypeError,
     CommTimeoutError,
     ReceiveModeError,
     SerializationError,
 )
+from ._loopcall import call_in_loop, settle
 from ._typecheck import matches
 from ._wire import dumps, loads
 
-__all__ = ["Channel", "local_end", "local_ends"]
+__all__ = ["Channel", "forget_local_ends", "local_end", "local_end_names", "local_ends"]
 
 T = TypeVar("T")
 Callback = Callable[[Any], Any]
 FilterFunc = Callable[[Any], "bool | Awaitable[bool]"]
 
 DEFAULT_BUFFER_SIZE = 100_000
+# A receiving end reports what it consumed (the credit it gives back) after this many
+# messages, or whenever its buffer runs empty; what it consumed but had not reported
+# yet is what may be delivered twice if its process dies (see docs/RELIABILITY.md).
+_REPORT_EVERY = 64
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
@@ -55,177 +64,294 @@ def local_ends() -> dict[str, Channel[Any]]:
         return dict(_ends)
 
 
+def local_end_names() -> list[str]:
+    with _ends_lock:
+        return list(_ends)
+
+
 def forget_local_ends() -> None:
     """Drop every end of this process (the runtime that owned them is gone); wake their receivers."""
     with _ends_lock:
         ends = list(_ends.values())
         _ends.clear()
     for chan in ends:
-        chan.close()
+        chan._state.shut()
 
 
 def _rebuild(name: str, hint: Any) -> Channel[Any]:
     chan = local_end(name)
-    if hint is not None and chan._hint is None:
-        chan._hint = hint
+    if hint is not None and chan._state.hint is None:
+        chan._state.hint = hint
     return chan
 
 
-_current_runtime: Callable[[], Any] | None = None
+class _EndState:
+    """Everything one end holds: its buffer, receive mode, waiters and callbacks.
+
+    The runtime delivers into it (``deliver``, never blocking) and is told what
+    was consumed (credit) and when the end withdraws.
+    """
+
+    __slots__ = (
+        "async_waiters",
+        "buffer",
+        "callbacks",
+        "capacity",
+        "closed",
+        "cond",
+        "declared",
+        "dropped",
+        "generation",
+        "hint",
+        "mode",
+        "name",
+        "scheduled",
+        "type_check",
+        "unreported",
+        "what",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.what = f"message on channel {name!r}"  # for errors; built once, not per send
+        self.hint: Any = None
+        self.type_check = True
+        self.capacity = DEFAULT_BUFFER_SIZE
+        self.cond = threading.Condition(threading.Lock())
+        self.buffer: collections.deque[bytes] = collections.deque()
+        self.mode: str | None = None
+        self.callbacks: list[tuple[Callback, FilterFunc | None]] = []
+        self.scheduled = False
+        self.closed = False
+        self.declared = False
+        self.generation = 0  # bumped by release(): wakes blocked receivers with an error
+        self.unreported = 0  # consumed, not yet reported to the runtime as credit
+        self.dropped = 0  # consumed but could not be unpickled here
+        self.async_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+
+    # -- called by the runtime -------------------------------------------
+    def deliver(self, payloads: list[bytes]) -> None:
+        """Take messages the runtime routed here (there is room: it had our credit)."""
+        with self.cond:
+            self.buffer.extend(payloads)
+            if self.closed:
+                return  # kept for take_unconsumed(): the withdrawal hands them back
+            if self.mode == _PASSIVE:
+                if not self.scheduled:
+                    self.scheduled = True
+                    dispatcher.submit(self.drain)
+                return
+            self.cond.notify(len(payloads))
+            wake = _pop_waiters(self.async_waiters, len(payloads))
+        for loop, fut in wake:
+            call_in_loop(loop, settle, fut)
+
+    def take_unconsumed(self) -> list[bytes]:
+        """Empty the buffer (the end withdrew): these go back to the channel."""
+        with self.cond:
+            rest = list(self.buffer)
+            self.buffer.clear()
+            return rest
+
+    # -- consuming ---------------------------------------------------------
+    def _consumed(self, n: int) -> int:
+        """Count ``n`` consumed messages (lock held); the number to report now, or 0."""
+        self.unreported += n
+        if self.unreported >= _REPORT_EVERY or not self.buffer:
+            n, self.unreported = self.unreported, 0
+            return n
+        return 0
+
+    def report(self, n: int) -> None:
+        if n:
+            current().consumed(self.name, n)
+
+    def drain(self) -> None:
+        """Passive mode, on the dispatch loop: run the callbacks for everything buffered."""
+        with self.cond:
+            self.scheduled = False
+            if self.closed:
+                return  # what is buffered goes back to the channel
+            batch = list(self.buffer)
+            self.buffer.clear()
+            callbacks = list(self.callbacks)
+            report = self._consumed(len(batch)) if batch else 0
+        if batch:
+            # Labels once per batch, not per message: they are only read when a callback raises.
+            labelled = [(f, flt, f"callback on channel {self.name!r} {_qualname(f)}") for f, flt in callbacks]
+            for payload in batch:
+                try:
+                    data = loads(payload, what=self.what)
+                except SerializationError:
+                    self.undecodable()
+                    continue
+                for func, flt, label in labelled:
+                    if flt is None:
+                        dispatcher.call(func, data, label)
+                    else:
+                        dispatcher.call(_FilteredCall(func, flt, self.name), data, label)
+        self.report(report)
+
+    def undecodable(self) -> None:
+        """A message arrived that cannot be unpickled in this process (a class only the sender
+        has): it was consumed, not delivered; counted (``repr``, status) and logged."""
+        from ..log import logger
+
+        self.dropped += 1
+        logger.exception(f"dropped a message on channel {self.name!r}")
+
+    def shut(self) -> None:
+        """Closed for good: stop callbacks, wake every receiver."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+            wake = _pop_waiters(self.async_waiters, len(self.async_waiters))
+        for loop, fut in wake:
+            call_in_loop(loop, settle, fut)
+
+    def release(self) -> None:
+        """Wake every blocked receiver with ``ChannelClosedError`` (shutdown); the end stays usable."""
+        with self.cond:
+            self.generation += 1
+            self.cond.notify_all()
+            wake = _pop_waiters(self.async_waiters, len(self.async_waiters))
+        for loop, fut in wake:
+            call_in_loop(loop, settle, fut)
 
 
-def _runtime() -> Any:
-    # The import is deferred (circular), and done once: an import statement per send
-    # costs more than the rest of Channel.send.
-    global _current_runtime
-    if _current_runtime is None:
-        from ._runtime import current
+def _pop_waiters(
+    waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]], n: int
+) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+    out = []
+    while waiters and len(out) < n:
+        loop, fut = waiters.popleft()
+        if not fut.done():
+            out.append((loop, fut))
+    return out
 
-        _current_runtime = current
-    return _current_runtime()
+
+class _FilteredCall:
+    """A callback behind its filter; the filter may be sync or return an awaitable."""
+
+    __slots__ = ("flt", "func", "name")
+
+    def __init__(self, func: Callback, flt: FilterFunc, name: str) -> None:
+        self.func, self.flt, self.name = func, flt, name
+
+    def __call__(self, data: Any) -> Any:
+        try:
+            accepted = self.flt(data)
+        except Exception:
+            from ..log import logger
+
+            logger.exception(f"filter {_qualname(self.flt)} on channel {self.name!r} raised")
+            return None
+        if inspect.isawaitable(accepted):
+            return self._after(accepted, data)
+        if accepted:
+            return self.func(data)
+        return None
+
+    async def _after(self, accepted: Awaitable[Any], data: Any) -> None:
+        if await accepted:
+            result = self.func(data)
+            if inspect.isawaitable(result):
+                await result
 
 
 class Channel(Generic[T]):
     """This process's end of channel ``name``.
 
-    ``send`` goes to the other side; receive either passively (``@on_receive``)
-    or actively (``receive`` / ``async_receive`` / iteration), never both on one
-    end. ``Channel[int]("x")`` checks values at ``send`` unless ``type_check=False``.
+    ``send`` goes to one receiving end in another process; receive either
+    passively (``@on_receive``) or actively (``receive`` / ``async_receive`` /
+    iteration), never both on one end. ``Channel[int]("x")`` checks values at
+    ``send`` unless ``type_check=False``.
     """
 
     name: str
-    _hint: Any
+    _state: _EndState
 
     def __new__(cls, name: str, *args: Any, **kwargs: Any) -> Channel[Any]:
         if not isinstance(name, str) or not name or len(name) > 200:
-            raise ValueError(f"channel name must be a non-empty str of at most 200 characters, got {name!r}")
+            raise ValueError(f"channel name must be a non-empty str of at most 200 characters, got {name!r:.80}")
         size = kwargs.get("buffer_size", args[1] if len(args) > 1 else None)
-        if size is not None and (not isinstance(size, int) or size < 1):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValueError(f"buffer_size must be a positive int, got {size!r}")
         with _ends_lock:
             existing = _ends.get(name)
             if existing is not None:
                 return existing
             self = super().__new__(cls)
-            self._setup(name)
+            self.name = name
+            self._state = _EndState(name)
             _ends[name] = self
             return self
 
     def __init__(self, name: str, type_check: bool | None = None, buffer_size: int | None = None) -> None:
         # The same end may be "created" again (Channel(name) returns it); only
         # options given explicitly change it.
-        if buffer_size is not None:
-            self._capacity = buffer_size
+        state = self._state
+        if buffer_size is not None and buffer_size != state.capacity:
+            state.capacity = buffer_size
+            if state.declared:
+                current().declare_receiver(state)  # the host adjusts the credit it holds
         if type_check is not None:
-            self._type_check = type_check
-
-    def _setup(self, name: str) -> None:
-        self.name = name
-        self._what = f"message on channel {name!r}"  # for errors; built once, not per send
-        self._hint = None
-        self._type_check = True
-        self._capacity = DEFAULT_BUFFER_SIZE
-        self._cond = threading.Condition(threading.Lock())
-        self._buffer: collections.deque[bytes] = collections.deque()
-        self._mode: str | None = None
-        self._callbacks: list[tuple[Callback, FilterFunc | None]] = []
-        self._scheduled = False
-        self._closed = False
-        self._generation = 0  # bumped by _release(): wakes blocked receivers with an error
-        self._async_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
-            collections.deque()
-        )
-        self._declared = False
+            state.type_check = type_check
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (self.name, self._element_type())
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (self._mode or "idle")
-        return f"<Channel {self.name!r} {state}, {len(self._buffer)} buffered>"
+        state = self._state
+        mode = "closed" if state.closed else (state.mode or "idle")
+        dropped = f", {state.dropped} undecodable dropped" if state.dropped else ""
+        return f"<Channel {self.name!r} {mode}, {len(state.buffer)} buffered of {state.capacity}{dropped}>"
 
     # -- sending ---------------------------------------------------------
     def send(self, data: T, timeout: float | None = None) -> None:
-        """Send ``data`` to the other side.
+        """Send ``data`` to one receiving end in another process.
 
-        Never blocks an event-loop thread: with a full buffer it raises
-        ``ChannelFullError`` there at once; other threads wait up to
-        ``timeout`` seconds (default: the configured send timeout).
+        Waits for credit (room at the receiving side) up to ``timeout`` seconds
+        (default: the configured send timeout), then raises ``ChannelFullError``
+        with nothing sent. On an event-loop thread it never waits: no credit is
+        ``ChannelFullError`` at once (use ``await async_send``).
         """
-        if self._closed:
+        state = self._state
+        if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
-        self._check(data)
-        runtime = _runtime()
-        payload = dumps(data, runtime.max_message_size, what=self._what)
-        runtime.send_message(self.name, payload, timeout)
+        if state.type_check:
+            self._check(data)
+        runtime = current()
+        runtime.send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
 
     async def async_send(self, data: T, timeout: float | None = None) -> None:
-        """Like ``send``, but waits for room in a full buffer without blocking the loop."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return self.send(data, timeout=0)
-            except ChannelFullError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.01)  # backpressure back-off, not synchronisation
+        """Like ``send``, but waits for credit without blocking the loop (``None``: no time limit)."""
+        state = self._state
+        if state.closed:
+            raise ChannelClosedError(f"channel {self.name!r} is closed")
+        if state.type_check:
+            self._check(data)
+        runtime = current()
+        await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
 
     def _element_type(self) -> Any:
-        if self._hint is None:
+        state = self._state
+        if state.hint is None:
             # typing sets __orig_class__ in the instance dict; a dict lookup is much
             # cheaper than getattr() failing with AttributeError on every send.
             orig = self.__dict__.get("__orig_class__")
             if orig is not None:
-                self._hint = orig.__args__[0]
-        return self._hint
+                state.hint = orig.__args__[0]
+        return state.hint
 
     def _check(self, data: Any) -> None:
-        if not self._type_check:
-            return
         hint = self._element_type()
         if hint is not None and not matches(data, hint):
             raise ChannelTypeError(
-                f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {data!r:.80}"
+                f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {_safe_repr(data)}"
             )
-
-    # -- delivery (called by the transport) ------------------------------
-    def _deliver(self, payloads: list[bytes], wait: bool = True) -> None:
-        """Buffer payloads; wake a receiver or schedule passive dispatch.
-
-        With a full buffer, transport threads wait (backpressure towards the
-        sender); local callers (``wait=False``) get ``ChannelFullError``.
-        """
-        with self._cond:
-            if len(self._buffer) + len(payloads) > self._capacity and self._buffer:
-                if not wait:
-                    raise ChannelFullError(
-                        f"channel {self.name!r} has {len(self._buffer)} unread messages (limit {self._capacity})"
-                    )
-                logger.warning(
-                    f"channel {self.name!r} is full ({self._capacity} unread messages); "
-                    "holding back its sender until a receiver catches up"
-                )
-                while len(self._buffer) >= self._capacity and not self._closed:
-                    self._cond.wait(1.0)
-            self._buffer.extend(payloads)
-            if self._mode == _PASSIVE:
-                if not self._scheduled:
-                    self._scheduled = True
-                    dispatcher.submit(self._drain)
-            else:
-                self._cond.notify(len(payloads))
-                if self._async_waiters:
-                    self._wake_async()
-
-    def _wake_async(self) -> None:
-        while self._async_waiters:
-            loop, fut = self._async_waiters.popleft()
-            if not fut.done():
-                try:
-                    loop.call_soon_threadsafe(settle, fut)
-                except RuntimeError:
-                    continue
-                return
 
     # -- passive mode ----------------------------------------------------
     @overload
@@ -238,6 +364,7 @@ class Channel(Generic[T]):
 
         Callbacks run on this process's event loop, in registration order per
         message and in message order per channel; one that raises is logged.
+        A filter may be sync or async (anything whose result is awaitable is awaited).
         """
         if filter_func is not None and not callable(filter_func):
             raise TypeError(f"filter_func must be callable, got {type(filter_func).__name__}")
@@ -245,58 +372,24 @@ class Channel(Generic[T]):
         def decorator(func: Callback) -> Callback:
             if not callable(func):
                 raise TypeError(f"on_receive needs a callable, got {type(func).__name__}")
-            self._claim(_PASSIVE)
-            with self._cond:
-                self._callbacks.append((func, filter_func))
-                if self._buffer and not self._scheduled:
-                    self._scheduled = True
-                    dispatcher.submit(self._drain)
+            self._claim(_PASSIVE, (func, filter_func))
             return func
 
         return decorator
-
-    def _drain(self) -> None:
-        with self._cond:
-            batch = list(self._buffer)
-            self._buffer.clear()
-            self._scheduled = False
-            self._cond.notify_all()
-            callbacks = list(self._callbacks)
-        # Labels once per batch, not per message: they are only read when a callback raises.
-        what = self._what
-        labelled = [(func, flt, f"callback on channel {self.name!r} {_qualname(func)}") for func, flt in callbacks]
-        for payload in batch:
-            try:
-                data = loads(payload, what=what)
-            except SerializationError:
-                logger.exception(f"dropped a message on channel {self.name!r}")
-                continue
-            for func, flt, label in labelled:
-                if flt is None:
-                    dispatcher.call(func, data, label)
-                elif inspect.iscoroutinefunction(flt):
-                    dispatcher.call(_filtered(func, flt), data, label)
-                else:
-                    try:
-                        accepted = flt(data)
-                    except Exception:
-                        logger.exception(f"filter {_qualname(flt)} on channel {self.name!r} raised")
-                        continue
-                    if accepted:
-                        dispatcher.call(func, data, label)
 
     # -- active mode -----------------------------------------------------
     def receive(self, timeout: float | None = None) -> T:
         """Block until a message arrives (any thread); ``CommTimeoutError`` after ``timeout`` s."""
         self._claim(_ACTIVE)
+        state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._cond:
-                generation = self._generation
-                while not self._buffer:
-                    if self._closed:
+            with state.cond:
+                generation = state.generation
+                while not state.buffer:
+                    if state.closed:
                         raise ChannelClosedError(f"channel {self.name!r} is closed")
-                    if self._generation != generation:
+                    if state.generation != generation:
                         raise ChannelClosedError(f"channel {self.name!r} was released for shutdown")
                     notify = getattr(_park, "notify", None)
                     if notify is not None:
@@ -304,48 +397,56 @@ class Channel(Generic[T]):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
-                    self._cond.wait(remaining)
-                payload = self._buffer.popleft()
-                self._cond.notify_all()
+                    state.cond.wait(remaining)
+                payload = state.buffer.popleft()
+                report = state._consumed(1)
+            state.report(report)
             try:
-                return loads(payload, what=self._what)
+                return loads(payload, what=state.what)
             except SerializationError:
-                logger.exception(f"dropped a message on channel {self.name!r}")
+                state.undecodable()
 
     async def async_receive(self, timeout: float | None = None) -> T:
         """Await a message without parking a thread; ``CommTimeoutError`` after ``timeout`` s."""
         self._claim(_ACTIVE)
+        state = self._state
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            with self._cond:
-                generation = self._generation
-                if self._buffer:
-                    payload = self._buffer.popleft()
-                    self._cond.notify_all()
+            with state.cond:
+                generation = state.generation
+                if state.buffer:
+                    payload = state.buffer.popleft()
+                    report = state._consumed(1)
                     fut = None
-                elif self._closed:
+                elif state.closed:
                     raise ChannelClosedError(f"channel {self.name!r} is closed")
                 else:
                     fut = loop.create_future()
-                    self._async_waiters.append((loop, fut))
+                    state.async_waiters.append((loop, fut))
             if fut is None:
+                state.report(report)
                 try:
-                    return loads(payload, what=self._what)
+                    return loads(payload, what=state.what)
                 except SerializationError:
-                    logger.exception(f"dropped a message on channel {self.name!r}")
+                    state.undecodable()
                     continue
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             try:
                 await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
-                raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s") from None
-            except BaseException:
-                with self._cond:  # pass a wake-up we may have consumed on to someone else
-                    if fut.done() and not fut.cancelled() and self._buffer:
-                        self._wake_async()
+            except BaseException as exc:
+                with state.cond:
+                    woken = fut.done() and not fut.cancelled()
+                    if not woken:
+                        _discard_waiter(state.async_waiters, fut)
+                    # A wake-up we were given but will not use goes to the next waiter.
+                    wake = _pop_waiters(state.async_waiters, 1) if woken and state.buffer else []
+                for other_loop, other in wake:
+                    call_in_loop(other_loop, settle, other)
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s") from None
                 raise
-            if self._generation != generation:
+            if state.generation != generation:
                 raise ChannelClosedError(f"channel {self.name!r} was released for shutdown")
 
     def __iter__(self) -> Iterator[T]:
@@ -362,48 +463,57 @@ class Channel(Generic[T]):
             except ChannelClosedError:
                 return
 
-    def _claim(self, mode: str) -> None:
-        if self._mode != mode:
-            with self._cond:
-                if self._mode is None:
-                    self._mode = mode
-                elif self._mode != mode:
-                    other = "on_receive() callbacks" if self._mode == _PASSIVE else "receive()"
+    def _claim(self, mode: str, callback: tuple[Callback, FilterFunc | None] | None = None) -> None:
+        """Fix this end's receive mode (and add ``callback``), then tell the runtime we receive.
+
+        The callback is in place before the end is declared: a message that
+        arrives at once finds it.
+        """
+        state = self._state
+        if state.mode != mode or callback is not None:
+            with state.cond:
+                if state.closed:
+                    raise ChannelClosedError(f"channel {self.name!r} is closed")
+                if state.mode is None:
+                    state.mode = mode
+                elif state.mode != mode:
+                    other = "on_receive() callbacks" if state.mode == _PASSIVE else "receive()"
                     raise ReceiveModeError(
-                        f"channel {self.name!r} is already in {self._mode} mode ({other}); "
+                        f"channel {self.name!r} is already in {state.mode} mode ({other}); "
                         f"one end receives in one mode only"
                     )
-        if not self._declared:
-            self._declared = True
-            _runtime().declare_receiver(self.name)
+                if callback is not None:
+                    state.callbacks.append(callback)
+                    if state.buffer and not state.scheduled:
+                        state.scheduled = True
+                        dispatcher.submit(state.drain)
+        if not state.declared:
+            state.declared = True
+            current().declare_receiver(state)
 
     # -- closing ---------------------------------------------------------
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state.closed
 
     def close(self) -> None:
-        """Close this end: ``send`` raises; receivers drain the buffer, then stop. Safe twice."""
-        with self._cond:
-            self._closed = True
-        self._wake_everyone()
+        """Close this end (safe twice): ``send`` raises, callbacks stop, receivers wake with
+        ``ChannelClosedError`` (iteration ends), and the end is withdrawn from routing at once:
+        the messages it held but had not consumed go back to the channel, to its other
+        receiving ends (or to the next one to appear)."""
+        state = self._state
+        with state.cond:
+            if state.closed:
+                return
+            declared = state.declared
+        state.shut()
+        if declared:
+            with state.cond:
+                consumed, state.unreported = state.unreported, 0
+            current().withdraw(state, consumed)
 
     def _release(self) -> None:
-        """Wake every blocked receiver with ``ChannelClosedError`` (shutdown); the end stays usable."""
-        with self._cond:
-            self._generation += 1
-        self._wake_everyone()
-
-    def _wake_everyone(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-            waiters = list(self._async_waiters)
-            self._async_waiters.clear()
-        for loop, fut in waiters:
-            try:
-                loop.call_soon_threadsafe(settle, fut)
-            except RuntimeError:
-                pass
+        self._state.release()
 
     def __enter__(self) -> Channel[T]:
         return self
@@ -412,20 +522,25 @@ class Channel(Generic[T]):
         self.close()
 
 
-async def _call_if(func: Callback, flt: FilterFunc, data: Any) -> None:
-    if await flt(data):  # type: ignore[misc]
-        result = func(data)
-        if inspect.isawaitable(result):
-            await result
-
-
-def _filtered(func: Callback, flt: FilterFunc) -> Callback:
-    return lambda data: _call_if(func, flt, data)
+def _discard_waiter(
+    waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]], fut: asyncio.Future[None]
+) -> None:
+    for i, (_, other) in enumerate(waiters):
+        if other is fut:
+            del waiters[i]
+            return
 
 
 def _qualname(func: Any) -> str:
     name = getattr(func, "__qualname__", None)  # repr() only when needed: it can be costly
-    return name if isinstance(name, str) else repr(func)
+    return name if isinstance(name, str) else type(func).__qualname__
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return f"{value!r:.80}"
+    except Exception:  # a hostile __repr__ must not change which error the caller gets
+        return f"<{type(value).__name__} object>"
 
 
 def _hint_name(hint: Any) -> str:

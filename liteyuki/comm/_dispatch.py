@@ -19,14 +19,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..log import logger
+from ._loopcall import call_in_loop
 
-__all__ = ["Dispatcher", "dispatcher", "settle", "start_eagerly"]
-
-
-def settle(fut: asyncio.Future[Any], value: Any = None) -> None:
-    """Set ``fut``'s result unless it is done (for ``call_soon_threadsafe`` / ``call_later``)."""
-    if not fut.done():
-        fut.set_result(value)
+__all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
 
 
 @types.coroutine
@@ -94,7 +89,7 @@ class Dispatcher:
             self._loop = loop
             waiting, self._waiting = self._waiting, []
         for work in waiting:
-            loop.call_soon_threadsafe(work)
+            call_in_loop(loop, work)
 
     def unbind(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Stop using the loop (if it is ``loop``); cancel the tasks callbacks left running."""
@@ -105,7 +100,7 @@ class Dispatcher:
             tasks, self.tasks = self.tasks, set()
         for task in tasks:
             if not task.done():
-                task.get_loop().call_soon_threadsafe(task.cancel)
+                call_in_loop(task.get_loop(), task.cancel)
 
     def submit(self, work: Callable[[], None]) -> None:
         """Call ``work()`` on the bound loop, soon; or when a loop is bound."""
@@ -114,9 +109,7 @@ class Dispatcher:
             if loop is None:
                 self._waiting.append(work)
                 return
-        try:
-            loop.call_soon_threadsafe(work)
-        except RuntimeError:  # the loop closed under us: keep the work for the next one
+        if not call_in_loop(loop, work):  # the loop closed under us: keep the work for the next one
             with self._lock:
                 if self._loop is loop:
                     self._loop = None

@@ -1,225 +1,230 @@
-"""One duplex connection: a bounded, coalescing outbox and a reader thread.
+"""One duplex connection: a write-through writer and a reader thread.
 
-The outbox outlives any one connection: the host keeps one per child name, so
-messages sent while a child restarts wait there and go to the new child.
-Frames queued by many threads are written by one writer in large batches
-(coalesced), so a burst of small messages costs one ``send`` call, not one per
-message; a caller waiting for an answer may write directly when the outbox is
-empty, saving the hop to the writer thread.
+Writing: the thread that sends writes the frame itself when the link is idle
+(no hop to another thread), without ever blocking (``MSG_DONTWAIT``). When the
+link is busy, frames are appended to a queue that whoever is writing drains
+in large scatter-gather batches (coalescing); what the socket cannot take now
+goes to a backstop thread that finishes the write. Large payloads are handed
+to ``sendmsg`` as they are, never copied into a joined batch.
+
+Nothing here waits on a consumer: what bounds the queue is the credit the
+receiving side granted (see ``_credit``), plus a byte high-water mark at which
+ordinary threads (never the host's routing threads, never an event loop) wait.
 """
 
 from __future__ import annotations
 
-import collections
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from ._errors import BrokenPeerError, ChannelFullError, ProtocolError
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder, Kind
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
 
-__all__ = ["Outbox", "Reader"]
+__all__ = ["Reader", "Writer", "new_socketpair"]
 
 _CHUNK = 1 << 20
-# A blocked socket write wakes up this often to see whether the outbox was closed.
-_WRITE_POLL = 1.0
+_JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer; larger go as iovecs
+_IOV_MAX = 512
+HIGH_WATER = 4 * 1024 * 1024
 
 
-class Outbox:
-    """Frames waiting to be written to one peer, bounded by ``limit`` bytes."""
+class Writer:
+    """Frames waiting to be written to one peer; written through by the sender when idle."""
 
-    def __init__(self, peer: str, limit: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, peer: str) -> None:
         self.peer = peer
-        self.limit = limit
-        self._cond = threading.Condition(threading.Lock())
-        self._frames: collections.deque[bytes] = collections.deque()
-        self._size = 0
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: list[bytes | memoryview] = []
+        self._queued = 0
         self._sock: socket.socket | None = None
-        self._write_lock = threading.Lock()
-        self._writer_idle = True
+        self._busy = False  # a thread is writing (or the backstop owns the write)
+        self._backstop_wanted = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._keep: Callable[[bytes], bool] | None = None  # the filter of the last detach()
-        self._waiting = 0  # threads in put() waiting for room or in flush(): _take() wakes them
+        # Called (no lock held) when the backstop has written everything queued: a hub
+        # that held messages back from a backed-up peer hands them over again.
+        self.on_drained: Callable[[], None] | None = None
 
     # -- producers -------------------------------------------------------
-    def put(
-        self,
-        frame: bytes,
-        *,
-        timeout: float | None = 0.0,
-        what: str = "",
-        direct: bool = False,
-    ) -> None:
-        """Queue ``frame``; wait up to ``timeout`` seconds for room when full.
+    def put(self, parts: tuple[bytes, ...] | list[bytes], *, wait: float | None = 0.0, what: str = "") -> None:
+        """Queue one frame (its parts in order) and write it now if the link is idle.
 
-        ``timeout=0`` never waits (used on event-loop threads); ``None`` waits
-        as long as it takes. A full outbox past the wait is ``ChannelFullError``
-        naming ``what`` and the limit; nothing is queued then.
+        Never blocks on the socket. With ``wait`` > 0, a caller finding more than
+        the high-water mark queued waits up to ``wait`` s for room (``None``: as
+        long as it takes), then raises ``ChannelFullError`` with nothing queued.
         """
-        size = len(frame)
-        with self._cond:
+        size = 0
+        for part in parts:
+            size += len(part)
+        with self._lock:
             if self._closed:
                 raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            if self._size and self._size + size > self.limit:
-                if not timeout or not self._wait_for(
-                    lambda: self._closed or self._size + size <= self.limit or not self._size,
-                    timeout,
-                ):
-                    raise ChannelFullError(
-                        f"{what or 'outbox'} to {self.peer!r} is full ({self._size} bytes queued, limit {self.limit})"
-                    )
+            if self._queued > HIGH_WATER and wait != 0.0:
+                deadline = None if wait is None else time.monotonic() + wait
+                while self._queued > HIGH_WATER and not self._closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise ChannelFullError(
+                            f"{what or 'outgoing data'} to {self.peer!r} is held back: "
+                            f"{self._queued} bytes are waiting to be written"
+                        )
+                    self._cond.wait(remaining)
                 if self._closed:
                     raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            self._frames.append(frame)
-            self._size += size
-            sock = self._sock
-            if not (direct and sock is not None and self._write_lock.acquire(blocking=False)):
-                if self._writer_idle and sock is not None:
-                    self._writer_idle = False
-                    self._cond.notify_all()
+            self._queue.extend(parts)
+            self._queued += size
+            if self._busy or self._sock is None:
                 return
-            batch = self._take()
+            self._busy = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what is queued without blocking; hand any rest to the backstop thread."""
+        bufs: list[bytes | memoryview] = []
         try:
-            self._write(sock, batch)
+            while True:
+                with self._lock:
+                    sock = self._sock
+                    if not self._queue or sock is None:
+                        self._busy = False
+                        self._cond.notify_all()
+                        return
+                    bufs = _batch(self._queue, self._queued)
+                    self._queue = []
+                    self._queued = 0
+                    self._cond.notify_all()
+                _send(sock, bufs, socket.MSG_DONTWAIT)
+                if bufs:
+                    break
+        except OSError:
+            bufs = []  # the peer is gone; the reader reports it
+            with self._lock:
+                self._busy = False
+                self._cond.notify_all()
         finally:
-            self._write_lock.release()
+            # It would block (or an interrupt came in the middle): the backstop finishes.
+            # ``_send`` trims ``bufs`` in place, so only unwritten bytes go back.
+            if bufs:
+                with self._lock:
+                    self._queue[:0] = bufs
+                    self._queued += sum(map(len, bufs))
+                    self._backstop_wanted = True
+                    self._ensure_backstop()
+                    self._cond.notify_all()
+
+    def _ensure_backstop(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._backstop, name=f"liteyuki-writer-{self.peer}", daemon=True)
+            self._thread.start()
+
+    def _backstop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._backstop_wanted and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._backstop_wanted = False
+                sock = self._sock
+                if sock is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    continue
+            drained = None
+            try:
+                while True:
+                    with self._lock:
+                        if not self._queue or self._sock is not sock:
+                            self._busy = False
+                            self._cond.notify_all()
+                            drained = self.on_drained if not self._queue else None
+                            break
+                        bufs = _batch(self._queue, self._queued)
+                        self._queue = []
+                        self._queued = 0
+                        self._cond.notify_all()
+                    _send(sock, bufs, 0)
+            except OSError:
+                with self._lock:
+                    self._busy = False
+                    self._cond.notify_all()
+                continue
+            if drained is not None:
+                drained()
 
     # -- connection ------------------------------------------------------
     def attach(self, sock: socket.socket) -> None:
         """Start writing queued and future frames to ``sock``."""
-        with self._cond:
+        with self._lock:
             self._sock = sock
-            self._writer_idle = False
-            self._cond.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"liteyuki-writer-{self.peer}", daemon=True)
-                self._thread.start()
+            if self._busy or not self._queue:
+                return
+            self._busy = True
+        self._drain()
 
-    def detach(self, keep: Callable[[bytes], bool] | None = None) -> None:
-        """Forget the current connection; keep queued frames for the next one.
-
-        ``keep`` filters the queued frames: answers meant for a dead process
-        must not reach its successor.
-        """
-        with self._cond:
+    def detach(self) -> None:
+        """Forget the connection and drop what was queued for it."""
+        with self._lock:
             self._sock = None
-            self._keep = keep
-            if keep is not None:
-                kept = [f for f in self._frames if keep(f)]
-                self._frames = collections.deque(kept)
-                self._size = sum(map(len, kept))
+            self._queue = []
+            self._queued = 0
             self._cond.notify_all()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._sock = None
-            self._frames.clear()
-            self._size = 0
+            self._queue = []
+            self._queued = 0
             self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every queued frame was handed to the socket (False on timeout)."""
-        with self._cond:
-            return self._wait_for(
-                lambda: self._closed or self._sock is None or (not self._frames and self._writer_idle), timeout
-            )
-
-    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        self._waiting += 1
-        try:
-            return self._cond.wait_for(predicate, timeout)
-        finally:
-            self._waiting -= 1
+        """Wait until everything queued was handed to the socket (False on timeout)."""
+        with self._lock:
+            return self._cond.wait_for(lambda: self._closed or self._sock is None or not self._busy, timeout)
 
     @property
     def queued_bytes(self) -> int:
-        return self._size
+        return self._queued
 
-    # -- writer ----------------------------------------------------------
-    def _take(self) -> list[bytes]:
-        # At most about _CHUNK bytes (or one larger frame): what the writer has taken is
-        # lost if the peer dies, what is still queued is kept for the next connection.
-        frames = self._frames
-        batch: list[bytes] = []
-        size = 0
-        while frames and size < _CHUNK:
-            frame = frames.popleft()
-            batch.append(frame)
-            size += len(frame)
-        self._size -= size
-        if self._frames and self._writer_idle and self._sock is not None:
-            # A direct put() took part of the queue: the idle writer takes the rest.
-            self._writer_idle = False
-            self._cond.notify_all()
-        elif self._waiting:
-            # Wake producers waiting for room and flush(); never the idle writer for nothing:
-            # a spurious wake-up per request costs a thread switch and a GIL hand-off.
-            self._cond.notify_all()
-        return batch
 
-    def _write(self, sock: socket.socket, batch: list[bytes]) -> None:
-        data = memoryview(batch[0] if len(batch) == 1 else b"".join(batch))
-        while data:
-            try:
-                sent = sock.send(data)
-            except TimeoutError:
-                if self._closed or self._sock is not sock:
-                    self._give_back(sock, batch, len(data))
-                    return
-                continue
-            except OSError:
-                self._give_back(sock, batch, len(data))  # the peer is gone
-                return
-            data = data[sent:]
+def _batch(queue: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:
+    # Small frames are joined into one buffer (one copy, cheaper than many iovecs);
+    # a batch holding large payloads goes out as it is, by scatter-gather.
+    if len(queue) > 1 and size < _JOIN_BELOW:
+        return [b"".join(queue)]
+    return queue
 
-    def _give_back(self, sock: socket.socket, batch: list[bytes], unsent: int) -> None:
-        """Writing ``batch`` to ``sock`` failed with ``unsent`` bytes to go: the frames the
-        socket took whole are lost with the peer; the others go back to the front of the
-        queue (filtered as ``detach()`` filters it), for the next ``attach()``. Nothing more
-        is written to ``sock``."""
-        with self._cond:
-            if self._closed:
-                return
-            keep = None
-            if self._sock is sock:
-                self._sock = None
-            else:  # detach() came first and filtered the queue: filter the same way
-                keep = self._keep
-            done, whole = sum(map(len, batch)) - unsent, 0
-            while whole < len(batch) and done >= len(batch[whole]):
-                done -= len(batch[whole])
-                whole += 1
-            rest = [frame for frame in batch[whole:] if keep is None or keep(frame)]
-            self._frames.extendleft(reversed(rest))
-            self._size += sum(map(len, rest))
-            self._cond.notify_all()
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and (self._sock is None or not self._frames):
-                    self._writer_idle = True
-                    self._cond.notify_all()  # for flush()
-                    self._cond.wait()
-                if self._closed:
-                    return
-                sock = self._sock
-            with self._write_lock:
-                with self._cond:
-                    if self._sock is not sock or sock is None:
-                        continue
-                    batch = self._take()
-                if batch:
-                    self._write(sock, batch)
+def _send(sock: socket.socket, bufs: list[bytes | memoryview], flags: int) -> None:
+    """Write ``bufs``, trimming the list in place as bytes go out (what is left did not fit:
+    only with MSG_DONTWAIT, or when an interrupt stops us in the middle)."""
+    while bufs:
+        try:
+            sent = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
+        except BlockingIOError:
+            return
+        except InterruptedError:
+            continue
+        i = 0
+        n = len(bufs)
+        while i < n and sent >= len(bufs[i]):
+            sent -= len(bufs[i])
+            i += 1
+        if sent:
+            bufs[i] = memoryview(bufs[i])[sent:]
+        del bufs[:i]
 
 
 class Reader:
     """A daemon thread that reads frames from ``sock`` and hands them to ``on_frames``.
 
-    ``on_closed`` gets ``None`` on a clean EOF, or the exception that broke the
-    stream (``ProtocolError`` for garbage, ``OSError`` for a dead socket).
+    ``on_frames`` must never block (credits guarantee there is room for every
+    message). ``on_closed`` gets ``None`` on a clean EOF, or the exception that
+    broke the stream (``ProtocolError`` for garbage, ``OSError`` for a dead socket).
     """
 
     def __init__(
@@ -243,9 +248,11 @@ class Reader:
     def stop(self) -> None:
         self._stopping = True
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not threading.current_thread():
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader to finish; True if it has."""
+        if self._thread is not threading.current_thread() and self._thread.ident is not None:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         chunk = bytearray(_CHUNK)
@@ -253,14 +260,11 @@ class Reader:
         error: BaseException | None = None
         try:
             while not self._stopping:
-                try:
-                    n = self._sock.recv_into(view)
-                except TimeoutError:
-                    continue
+                n = self._sock.recv_into(view)
                 if n == 0:
                     break
                 frames = self._decoder.feed(view[:n])
-                if frames:
+                if frames and not self._stopping:
                     self._on_frames(frames)
         except (OSError, ProtocolError) as exc:
             error = exc
@@ -270,15 +274,21 @@ class Reader:
             self._on_closed(error)
 
 
-def is_message(frame: bytes) -> bool:
-    return frame[4] in (Kind.MESSAGE, Kind.PUBLISH)
-
-
 def new_socketpair() -> tuple[socket.socket, socket.socket]:
-    """A connected pair whose ends time out so threads can notice a close."""
+    """A connected pair of blocking sockets with large buffers."""
     a, b = socket.socketpair()
     for s in (a, b):
-        s.settimeout(_WRITE_POLL)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     return a, b
+
+
+def close_socket(sock: socket.socket | None) -> None:
+    """Shut down and close ``sock``; a thread blocked on it wakes up."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

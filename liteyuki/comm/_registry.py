@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._channel import Channel, local_end, local_ends
-from ._runtime import current, lookup_channel
+from ._context import current
+from ._errors import ChannelNotFoundError
 
 __all__ = ["get_channel", "get_channels", "set_channel", "set_channels"]
 
@@ -14,7 +15,14 @@ def get_channel(name: str) -> Channel[Any]:
     """This process's end of channel ``name``; ``ChannelNotFoundError`` if no process registered it."""
     if not isinstance(name, str):
         raise TypeError(f"channel name must be a str, got {type(name).__name__}")
-    return lookup_channel(name)
+    ends = local_ends()
+    if name in ends:
+        return ends[name]
+    runtime = current()
+    if runtime.channel_exists(name):
+        return local_end(name)
+    known = ", ".join(repr(n) for n in runtime.channel_names()[:20]) or "none"
+    raise ChannelNotFoundError(f"no channel named {name!r} (known channels: {known})")
 
 
 def set_channel(name: str, channel: Channel[Any]) -> None:

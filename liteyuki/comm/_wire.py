@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from ._errors import MessageTooLargeError, ProtocolError, SerializationError
 
-__all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "loads"]
+__all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "header", "loads"]
 
 _LENGTH = struct.Struct("!I")
 _HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
@@ -33,8 +33,11 @@ class Kind(enum.IntEnum):
     FAILURE = 4  # the call raised: payload = pickled exception
     PUBLISH = 5  # pub/sub: name = topic
     SUBSCRIBE = 6  # a child has a subscriber for topic ``name``
-    RECEIVER = 7  # a child receives on channel ``name``
+    RECEIVER = 7  # a child receives on channel ``name``; ref = its buffer size (the credit it grants)
     CONTROL = 8  # process control (ready, stop, log): never mixed into user channels
+    SEND_CREDIT = 9  # host -> child: ``ref`` more messages may be sent on channel ``name``
+    CONSUMED = 10  # child -> host: the receiving end of ``name`` consumed ``ref`` more messages
+    WITHDRAW = 11  # child -> host: the end of ``name`` closed after consuming ``ref`` more messages
 
 
 class Frame(NamedTuple):
@@ -52,6 +55,11 @@ def encode(kind: Kind, name: str = "", payload: bytes = b"", ref: int = 0) -> by
     raw_name = name.encode()
     body = _BODY.size + len(raw_name) + len(payload)
     return b"".join((_HEADER.pack(body, kind, ref, len(raw_name)), raw_name, payload))
+
+
+def header(kind: Kind, raw_name: bytes, payload_size: int, ref: int = 0) -> bytes:
+    """The bytes that go before a payload of ``payload_size`` bytes (for scatter-gather writes)."""
+    return _HEADER.pack(_BODY.size + len(raw_name) + payload_size, kind, ref, len(raw_name)) + raw_name
 
 
 class FrameDecoder:

@@ -10,20 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._channel import _park, local_ends
+from ._channel import _park, forget_local_ends, local_end, local_ends
+from ._client import ChildRuntime
+from ._context import current, install, installed
+from ._default import CHILD_ENV, CHILD_PID_ENV, new_hub
 from ._dispatch import dispatcher
+from ._hub import Hub
 from ._link import new_socketpair
-from ._runtime import CHILD_ENV, CHILD_PID_ENV, ChildRuntime, Hub, Runtime, current, install
+from ._loopcall import call_in_loop
+from ._runtime_base import RuntimeBase
 
 __all__ = [
     "CHILD_ENV",
     "CHILD_PID_ENV",
     "ChildRuntime",
     "Hub",
-    "Runtime",
+    "RuntimeBase",
+    "call_in_loop",
+    "close_runtime",
     "current",
     "dispatcher",
     "install",
+    "installed",
+    "local_end",
+    "new_hub",
     "new_socketpair",
     "release_receivers",
     "set_park_hook",
@@ -43,3 +53,12 @@ def set_park_hook(hook: Callable[[], None] | None) -> None:
         _park.__dict__.pop("notify", None)
     else:
         _park.notify = hook
+
+
+def close_runtime(runtime: RuntimeBase) -> None:
+    """The host is done: drop every child link and this process's channel ends (their
+    receivers wake), and forget ``runtime`` if it is the installed one."""
+    runtime.close()  # type: ignore[attr-defined]
+    forget_local_ends()
+    if installed() is runtime:
+        install(None)

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._context import current
 from ._dispatch import dispatcher
 from ._errors import SerializationError
 from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, Ttl
-from ._runtime import current
 from ._wire import dumps, loads
 
 __all__ = ["KeyValueStore", "shared_memory"]
@@ -188,7 +188,9 @@ class KeyValueStore:
                 raise TypeError(f"on_subscriber_receive needs a callable, got {type(func).__name__}")
             with _subscribers_lock:
                 _subscribers.setdefault(channel, []).append(func)
-            current().subscribe(channel)
+            runtime = current()
+            runtime.publish_sink = _deliver_publish
+            runtime.subscribe(channel)
             return func
 
         return decorator

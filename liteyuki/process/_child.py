@@ -45,6 +45,10 @@ class ChildSpec:
 
 _stop_lock = threading.Lock()
 _stopping = False
+# Exit status when the link to the host broke while the host lives on: non-zero, so
+# the host's supervisor restarts this child instead of taking it for a clean exit.
+_LINK_LOST = 70
+_exit_code = 0
 
 
 # How this process asks itself to stop; a framework with a gentler way installs it
@@ -70,7 +74,7 @@ def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
 
     def force() -> None:
         if not _exited.wait(grace):
-            os._exit(0)
+            os._exit(_exit_code)
 
     threading.Thread(target=force, name="liteyuki-stop-deadline", daemon=True).start()
     stopper = _stopper
@@ -149,7 +153,7 @@ def child_main(spec: ChildSpec) -> None:
         runtime = lowlevel.ChildRuntime(spec.name, config)
         lowlevel.install(runtime)
     runtime.configure(config)
-    runtime.on_host_lost = lambda error: request_stop(f"the host connection was lost ({error or 'EOF'})")
+    runtime.on_host_lost = lambda error: _on_host_lost(error)
     runtime.on_control = lambda op, payload: _on_control(op, payload)
     runtime.connect(spec.sock)
     _watch_parent()
@@ -182,11 +186,21 @@ def child_main(spec: ChildSpec) -> None:
         if loop is not None:
             loop.close()
         # What the target sent last must reach the host before we go.
-        runtime.outbox.flush(2.0)
+        runtime.flush(5.0)
         _exited.set()
+        if _exit_code and code == 0:
+            logger.error(f"process {spec.name!r} lost its link to the host; exiting with code {_exit_code}")
+            code = _exit_code
         runtime.close()
     sys.stdout.flush()
     os._exit(code)
+
+
+def _on_host_lost(error: BaseException | None) -> None:
+    # Not a stop the host asked for: we exit non-zero, so a living host restarts us.
+    global _exit_code
+    _exit_code = _LINK_LOST
+    request_stop(f"the host connection was lost ({error or 'EOF'})")
 
 
 def _on_control(op: str, payload: bytes) -> None:

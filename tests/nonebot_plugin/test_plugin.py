@@ -44,7 +44,7 @@ def test_metadata_passes_the_store_checks():
 
 
 def test_standalone_mode_is_its_own_in_memory_host():
-    from liteyuki.comm._runtime import current
+    from liteyuki.comm.lowlevel import current
     from liteyuki.comm.storage import shared_memory
 
     runtime = current()

@@ -17,9 +17,9 @@ from liteyuki.comm import (
     ChannelClosedError,
     ChannelFullError,
     CommTimeoutError,
-    _runtime,
     active_channel,
     get_channel,
+    lowlevel,
     passive_channel,
 )
 from liteyuki.comm.storage import shared_memory
@@ -156,9 +156,9 @@ GARBAGE: dict[str, bytes] = {
 def garbage(kind: str, flag: str) -> None:
     """The first incarnation writes GARBAGE[kind] straight onto its socket; later ones are agents."""
     if shared_memory.compare_and_set(flag, None, os.getpid()):
-        runtime = _runtime.current()
-        assert isinstance(runtime, _runtime.ChildRuntime) and runtime._sock is not None
-        runtime.outbox.flush(5)  # nothing of ours half-written: the garbage starts on a frame boundary
+        runtime = lowlevel.current()
+        assert isinstance(runtime, lowlevel.ChildRuntime) and runtime._sock is not None
+        runtime.flush(5)  # nothing of ours half-written: the garbage starts on a frame boundary
         runtime._sock.sendall(GARBAGE[kind])
         if kind == "truncated":
             os._exit(3)
@@ -180,7 +180,7 @@ def _closed_send(name: str) -> None:
 
 def _link_in_grandchild() -> bool:
     """Does a program this child runs (like os.system or exec would) hold the host link?"""
-    sock = _runtime.current()._sock
+    sock = lowlevel.current()._sock
     assert sock is not None
     fd, inode = sock.fileno(), os.fstat(sock.fileno()).st_ino
     code = f"import os\ntry:\n    print(os.fstat({fd}).st_ino == {inode})\nexcept OSError:\n    print(False)"
@@ -271,7 +271,7 @@ def soak_worker(peer: str, pace: float) -> None:
     round keeps the load modest. ("armed", me) on the active channel says it is subscribed;
     ("produced", me, counts, errors) that it stopped; on ("final", publishes, from_peer,
     pings) it sends a report once all of that has arrived."""
-    me = _runtime.current().process_name
+    me = lowlevel.current().process_name
     go, stop = threading.Event(), threading.Event()
     cond = threading.Condition()
     errors: list[str] = []

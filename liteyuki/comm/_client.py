@@ -1,0 +1,251 @@
+"""A child's side of its one connection to the host."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._credit import Credit
+from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
+from ._hub import message_runs
+from ._link import Reader, Writer, close_socket
+from ._loopcall import call_in_loop, settle
+from ._ops import Operation, fields_of
+from ._runtime_base import RuntimeBase, on_event_loop
+from ._wire import Frame, Kind, dumps, encode, header, loads
+
+__all__ = ["ChildRuntime"]
+
+
+class _Waiter:
+    """One storage call waiting for its answer: a lock for a thread, a future for a coroutine."""
+
+    __slots__ = ("_lock", "fut", "kind", "loop", "payload")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.kind: Kind | None = None
+        self.payload = b""
+        if loop is None:
+            self._lock = threading.Lock()
+            self._lock.acquire()
+            self.fut = None
+        else:
+            self.fut = loop.create_future()
+
+    def settle(self, kind: Kind, payload: bytes) -> None:
+        self.kind, self.payload = kind, payload
+        if self.fut is None:
+            self._lock.release()
+        else:
+            call_in_loop(self.loop, settle, self.fut)  # type: ignore[arg-type]
+
+    def wait(self, timeout: float) -> bool:
+        return self._lock.acquire(timeout=timeout)
+
+    def outcome(self) -> bytes | None:
+        if self.kind is Kind.RESULT:
+            return self.payload or None
+        if self.kind is Kind.FAILURE:
+            raise loads(self.payload, what="error from the host")
+        raise BrokenPeerError(self.payload.decode() or "the host connection was lost")
+
+
+class ChildRuntime(RuntimeBase):
+    """A child's side of its one connection to the host."""
+
+    role = "child"
+
+    def __init__(self, name: str, config: dict[str, Any] | None = None) -> None:
+        self.process_name = name
+        self.own_channels = (f"{name}-active", f"{name}-passive")
+        self.configure(config or {})
+        self.writer = Writer("host")
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Waiter] = {}
+        self._refs = itertools.count(random.randrange(1 << 32))
+        self._broken: str | None = None
+        self._topics: set[str] = set()
+        self._sinks: dict[str, Any] = {}
+        self._credits: dict[str, Credit] = {}
+        self.on_control: Callable[[str, bytes], None] = lambda op, payload: None
+        self.on_host_lost: Callable[[BaseException | None], None] = lambda error: None
+        self._sock: socket.socket | None = None
+        self._reader: Reader | None = None
+
+    @property
+    def link_lost(self) -> bool:
+        return self._broken is not None
+
+    def connect(self, sock: socket.socket) -> None:
+        """Start talking to the host on ``sock``; frames queued until now go first."""
+        sock.setblocking(True)
+        # The fd arrives inheritable: a program this child runs (os.system, exec) would hold
+        # the host link and could send it frames — pickles the host unpickles.
+        sock.set_inheritable(False)
+        self._sock = sock
+        self._reader = Reader(sock, "host", self._on_frames, self._lost, self.max_message_size + 65536)
+        self.writer.attach(sock)
+        self._reader.start()
+
+    def control(self, op: str, payload: bytes = b"") -> None:
+        self.writer.put((encode(Kind.CONTROL, op, payload),))
+
+    def _check_alive(self) -> None:
+        if self._broken is not None:
+            raise BrokenPeerError(self._broken)
+
+    # -- channels ---------------------------------------------------------
+    def _credit(self, name: str) -> Credit:
+        credit = self._credits.get(name)
+        if credit is None:
+            with self._lock:
+                credit = self._credits.setdefault(name, Credit(self.window))
+        return credit
+
+    def send(self, name: str, payload: bytes, timeout: float | None) -> None:
+        self._check_alive()
+        credit = self._credit(name)
+        if not credit.try_take():
+            if on_event_loop():
+                raise self._full(name)
+            if not credit.take(self.send_timeout if timeout is None else timeout):
+                self._check_alive()
+                raise self._full(name)
+        self._put_message(name, payload, credit)
+
+    async def async_send(self, name: str, payload: bytes, timeout: float | None) -> None:
+        self._check_alive()
+        credit = self._credit(name)
+        if not await credit.take_async(timeout):
+            self._check_alive()
+            raise self._full(name)
+        self._put_message(name, payload, credit)
+
+    def _put_message(self, name: str, payload: bytes, credit: Credit) -> None:
+        try:
+            self.writer.put((header(Kind.MESSAGE, name.encode(), len(payload)), payload))
+        except BaseException:
+            credit.give(1)
+            raise
+
+    def _full(self, name: str) -> ChannelFullError:
+        return ChannelFullError(
+            f"channel {name!r} is full: {self.window} messages sent by process {self.process_name!r} "
+            f"are waiting in the host for a receiving end with room (pending_limit {self.window})"
+        )
+
+    def declare_receiver(self, sink: Any) -> None:
+        self._sinks[sink.name] = sink
+        if self._broken is None:
+            self.writer.put((encode(Kind.RECEIVER, sink.name, b"", sink.capacity),))
+
+    def consumed(self, name: str, n: int) -> None:
+        if self._broken is None and name in self._sinks:
+            self.writer.put((encode(Kind.CONSUMED, name, b"", n),))
+
+    def withdraw(self, sink: Any, consumed: int) -> None:
+        # The host keeps what it handed us and did not hear consumed: it goes back to the
+        # channel from there. What still arrives for this end is dropped here.
+        self._sinks.pop(sink.name, None)
+        sink.take_unconsumed()
+        if self._broken is None:
+            self.writer.put((encode(Kind.WITHDRAW, sink.name, b"", consumed),))
+
+    # -- pub/sub ----------------------------------------------------------
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._check_alive()
+        self.writer.put((encode(Kind.PUBLISH, topic, payload),), wait=0 if on_event_loop() else self.send_timeout)
+
+    def subscribe(self, topic: str) -> None:
+        if topic not in self._topics:
+            self._topics.add(topic)
+            self.writer.put((encode(Kind.SUBSCRIBE, topic),))
+
+    # -- store ------------------------------------------------------------
+    def _request(self, op: Operation, waiter: _Waiter) -> int:
+        self._check_alive()
+        ref = next(self._refs)
+        self._pending[ref] = waiter
+        try:
+            payload = dumps(fields_of(op), self.max_message_size + 65536)
+            self.writer.put((header(Kind.REQUEST, type(op).__name__.encode(), len(payload), ref), payload))
+        except BaseException:
+            self._pending.pop(ref, None)
+            raise
+        if self._broken is not None and self._pending.pop(ref, None) is not None:
+            raise BrokenPeerError(self._broken)
+        return ref
+
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        waiter = _Waiter()
+        ref = self._request(op, waiter)
+        limit = self.call_timeout if timeout is None else timeout
+        if not waiter.wait(limit):
+            self._pending.pop(ref, None)
+            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
+        return waiter.outcome()
+
+    async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop)
+        ref = self._request(op, waiter)
+        limit = self.call_timeout if timeout is None else timeout
+        # A timer rather than wait_for(shield(...)): the future is this call's alone, and
+        # wait_for + shield cost more than the rest of the call's event-loop work.
+        timer = loop.call_later(limit, settle, waiter.fut, False)  # an answer settles with None
+        try:
+            answered = await waiter.fut  # type: ignore[misc]
+        finally:
+            timer.cancel()
+            self._pending.pop(ref, None)
+        if answered is False:
+            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
+        return waiter.outcome()
+
+    # -- frames from the host ----------------------------------------------
+    def _on_frames(self, frames: list[Frame]) -> None:
+        for frame, payloads in message_runs(frames):
+            kind = frame.kind
+            if payloads is not None:
+                sink = self._sinks.get(frame.name)
+                if sink is not None:  # else: withdrawn, and the host took these back
+                    sink.deliver(payloads)
+            elif kind is Kind.RESULT or kind is Kind.FAILURE:
+                waiter = self._pending.pop(frame.ref, None)
+                if waiter is not None:
+                    waiter.settle(kind, frame.payload)
+            elif kind is Kind.SEND_CREDIT:
+                self._credit(frame.name).give(frame.ref)
+            elif kind is Kind.PUBLISH:
+                if self.publish_sink is not None:
+                    self.publish_sink(frame.name, frame.payload)
+            elif kind is Kind.CONTROL:
+                self.on_control(frame.name, frame.payload)
+
+    def _lost(self, error: BaseException | None) -> None:
+        self._broken = f"the host connection was lost ({error or 'end of stream'})"
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            waiter.settle(Kind.CONTROL, self._broken.encode())
+        with self._lock:
+            credits = list(self._credits.values())
+        for credit in credits:
+            credit.close()  # senders waiting for credit wake up and see the broken link
+        self.on_host_lost(error)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything this process sent was handed to the socket."""
+        return self.writer.flush(timeout)
+
+    def close(self) -> None:
+        self._broken = self._broken or "the host connection was closed"
+        if self._reader is not None:
+            self._reader.stop()
+        self.writer.close()
+        close_socket(self._sock)

@@ -1,0 +1,115 @@
+"""A counting gate: senders take credit, the receiving side gives it back.
+
+Flow control in ``liteyuki.comm`` is credit-based (as in HTTP/2 and QUIC
+streams): a sender puts a message on the wire only against credit. Threads
+wait for credit on a condition (with a deadline), coroutines on a future; no
+lock is held while anyone waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+
+from ._loopcall import call_in_loop, settle
+
+__all__ = ["Credit"]
+
+
+class Credit:
+    """``available`` units; ``take`` one, ``give`` any number back."""
+
+    __slots__ = ("_async_waiters", "_cond", "_sync_waiters", "available", "closed")
+
+    def __init__(self, available: int) -> None:
+        self.available = available
+        self.closed = False
+        self._cond = threading.Condition(threading.Lock())
+        self._sync_waiters = 0
+        self._async_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+
+    def try_take(self) -> bool:
+        with self._cond:
+            if self.available > 0:
+                self.available -= 1
+                return True
+            return False
+
+    def take(self, timeout: float) -> bool:
+        """Take one unit, waiting up to ``timeout`` s; False if none came (or the gate closed)."""
+        with self._cond:
+            if self.available > 0:
+                self.available -= 1
+                return True
+            if timeout <= 0 or self.closed:
+                return False
+            deadline = time.monotonic() + timeout
+            self._sync_waiters += 1
+            try:
+                while self.available <= 0 and not self.closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._cond.wait(remaining):
+                        if self.available > 0:
+                            break
+                        return False
+                if self.closed and self.available <= 0:
+                    return False
+                self.available -= 1
+                return True
+            finally:
+                self._sync_waiters -= 1
+
+    async def take_async(self, timeout: float | None) -> bool:
+        """Take one unit without blocking the loop; False after ``timeout`` s (None: no limit)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self._cond:
+                if self.available > 0:
+                    self.available -= 1
+                    return True
+                if self.closed:
+                    return False
+                fut: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, fut))
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                return self.try_take()
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self.give(0, wake=1)  # we were woken but leave: hand the wake-up on
+                raise
+
+    def give(self, n: int, wake: int = 0) -> None:
+        """Add ``n`` units and wake as many waiters (``wake`` more: pass a wake-up on)."""
+        with self._cond:
+            self.available += n
+            n += wake
+            if n <= 0 or self.available <= 0:
+                return
+            if self._sync_waiters:
+                self._cond.notify(n)
+            woken = []
+            while self._async_waiters and len(woken) < n:
+                loop, fut = self._async_waiters.popleft()
+                if not fut.done():
+                    woken.append((loop, fut))
+        for loop, fut in woken:
+            call_in_loop(loop, settle, fut)
+
+    def close(self) -> None:
+        """Wake every waiter; later takes fail unless units remain."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            wake, self._async_waiters = list(self._async_waiters), collections.deque()
+        for loop, fut in wake:
+            call_in_loop(loop, settle, fut)

@@ -1,0 +1,552 @@
+"""The host's hub: owns the store and routes every channel message between processes.
+
+Routing rules (one per channel name, see docs/ARCHITECTURE.md):
+
+- A message goes to exactly one receiving end, round-robin over the ends
+  that have credit, never to an end in the sending process (a standalone
+  process is its own host: there it goes to its own end).
+- Messages wait in the channel's queue, in send order, while no receiving
+  end has credit; a receiving end is handed messages only against the credit
+  it granted (its free buffer), so nobody ever waits to deliver.
+- Every sender holds a window of ``pending_limit`` messages per channel in
+  that queue; the host gives a child's credit back as its messages leave the
+  queue. A sender without credit waits (or is refused), nothing is dropped.
+- Messages handed to a child stay in the host's ledger until the child
+  reports them consumed; when its end closes or its process dies, the rest go
+  back to the front of the queue for the other ends (at-least-once there).
+
+The hub's lock guards only bookkeeping: no one waits while holding it, and
+writes under it never block (``Writer.put`` with no wait).
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._credit import Credit
+from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
+from ._link import Reader, Writer, close_socket
+from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel
+from ._runtime_base import RuntimeBase, on_event_loop
+from ._store import MemoryStore
+from ._wire import Frame, Kind, dumps, encode, header, loads
+
+__all__ = ["HOST", "Hub"]
+
+HOST = ""  # the host process, in routing tables
+_RETURNED = "\0returned"  # sender of a message handed back by an end that left: matches no process
+
+
+class _Receiver:
+    """One receiving end of a channel: in the host, or in a child."""
+
+    __slots__ = ("credit", "inflight", "process", "sink")
+
+    def __init__(self, process: str, credit: int, sink: Any = None) -> None:
+        self.process = process
+        self.credit = credit
+        self.sink = sink  # the host's own end
+        self.inflight: collections.deque[bytes] = collections.deque()  # handed to a child, not yet consumed
+
+
+class _Route:
+    """Where messages on one channel name go."""
+
+    __slots__ = ("host_credit", "name", "pending", "raw_name", "receivers", "turn")
+
+    def __init__(self, name: str, window: int) -> None:
+        self.name = name
+        self.raw_name = name.encode()
+        self.receivers: list[_Receiver] = []
+        self.turn = 0
+        # (sender process, sender generation or -1 when no credit is owed, payload)
+        self.pending: collections.deque[tuple[str, int, bytes]] = collections.deque()
+        self.host_credit = Credit(window)  # what the host's own senders may still queue here
+
+
+class _Peer:
+    """The host's side of one child."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.generation = 0
+        self.writer: Writer | None = None
+        self.reader: Reader | None = None
+        self.sock: socket.socket | None = None
+        self.topics: set[str] = set()
+        self.queued: collections.Counter[str] = collections.Counter()  # its messages waiting per channel
+        self.publish_dropped = 0
+        self.backed_up = False  # messages were held back: it stopped reading
+
+
+class Hub(RuntimeBase):
+    """The host (or standalone) runtime: owns the store and routes every frame."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        standalone: bool = False,
+        name: str = "main",
+        local_names: Callable[[], list[str]] = list,
+    ) -> None:
+        self.role = "standalone" if standalone else "host"
+        self.standalone = standalone
+        self.process_name = name
+        self.configure(config or {})
+        self.outbox_limit = int((config or {}).get("outbox_limit", 64 * 1024 * 1024))
+        self.store = MemoryStore()
+        self._local_names = local_names
+        self._lock = threading.Lock()
+        self._routes: dict[str, _Route] = {}
+        self._peers: dict[str, _Peer] = {}
+        self._topics: set[str] = set()  # topics with a subscriber in this process
+        self.on_control: Callable[[str, str, bytes], None] = lambda peer, op, payload: None
+        self.on_peer_lost: Callable[[str, BaseException | None], None] = lambda peer, error: None
+        self.own_channels = (f"{name}-active", f"{name}-passive") if standalone else None
+        if standalone:
+            for chan in self.own_channels or ():
+                self.register_channel(chan)
+
+    # -- registry -------------------------------------------------------
+    def _route(self, name: str) -> _Route:
+        """The route of ``name`` (lock held), created on first use."""
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = _Route(name, self.window)
+        return route
+
+    def register_channel(self, name: str) -> None:
+        with self._lock:
+            self._route(name)
+
+    def add_peer(self, name: str) -> None:
+        """Make child ``name`` known; its two channels exist from now on."""
+        with self._lock:
+            if name not in self._peers:
+                self._peers[name] = _Peer(name)
+            self._route(f"{name}-active")
+            self._route(f"{name}-passive")
+
+    def channel_exists(self, name: str) -> bool:
+        return name in self._routes or name in self._local_names()
+
+    def channel_names(self) -> list[str]:
+        return sorted(set(self._routes) | set(self._local_names()))
+
+    # -- sending from this process ---------------------------------------
+    def send(self, name: str, payload: bytes, timeout: float | None) -> None:
+        with self._lock:
+            route = self._route(name)
+        if not route.host_credit.try_take():
+            if on_event_loop():
+                raise self._full(name)
+            wait = self.send_timeout if timeout is None else timeout
+            if not route.host_credit.take(wait):
+                raise self._full(name)
+        self._queue_local(route, payload)
+
+    async def async_send(self, name: str, payload: bytes, timeout: float | None) -> None:
+        with self._lock:
+            route = self._route(name)
+        if not await route.host_credit.take_async(timeout):
+            raise self._full(name)
+        self._queue_local(route, payload)
+
+    def _queue_local(self, route: _Route, payload: bytes) -> None:
+        with self._lock:
+            route.pending.append((HOST, 0, payload))
+            self._pump(route)
+
+    def _full(self, name: str) -> ChannelFullError:
+        return ChannelFullError(
+            f"channel {name!r} is full: {self.window} messages sent by this process are waiting "
+            f"for a receiving end with room (pending_limit {self.window})"
+        )
+
+    # -- receiving ends of this process ------------------------------------
+    def declare_receiver(self, sink: Any) -> None:
+        with self._lock:
+            route = self._route(sink.name)
+            self._add_receiver(route, HOST, sink.capacity, sink)
+            self._pump(route)
+
+    def consumed(self, name: str, n: int) -> None:
+        with self._lock:
+            route = self._routes.get(name)
+            receiver = route and _find(route, HOST)
+            if receiver is None:
+                return
+            receiver.credit += n
+            self._pump(route)
+
+    def withdraw(self, sink: Any, consumed: int) -> None:
+        with self._lock:
+            route = self._routes.get(sink.name)
+            receiver = route and _find(route, HOST)
+            if route is None or receiver is None:
+                return
+            route.receivers.remove(receiver)
+            returned = sink.take_unconsumed()
+            route.pending.extendleft((_RETURNED, -1, p) for p in reversed(returned))
+            self._pump(route)
+
+    def _add_receiver(self, route: _Route, process: str, capacity: int, sink: Any = None) -> None:
+        receiver = _find(route, process)
+        if receiver is None:
+            route.receivers.append(_Receiver(process, capacity, sink))
+        else:  # declared again (a new buffer size): credit is what is free of it
+            receiver.credit = capacity - len(receiver.inflight)
+            receiver.sink = sink
+
+    # -- routing ----------------------------------------------------------
+    def _pick(self, route: _Route, sender: str) -> _Receiver | None:
+        receivers = route.receivers
+        n = len(receivers)
+        for k in range(n):
+            i = (route.turn + k) % n
+            receiver = receivers[i]
+            if receiver.credit > 0 and (receiver.process != sender or self.standalone):
+                if receiver.process != HOST and self._backed_up(receiver.process):
+                    continue
+                route.turn = i + 1
+                return receiver
+        return None
+
+    def _backed_up(self, process: str) -> bool:
+        """Is the child not reading (more than ``outbox_limit`` bytes waiting for it)? Then its
+        messages wait in the channel queues, where its credit or another end can take them."""
+        peer = self._peers[process]
+        writer = peer.writer
+        if writer is not None and writer.queued_bytes > self.outbox_limit:
+            peer.backed_up = True
+            return True
+        return False
+
+    def _drained(self, peer: _Peer, generation: int) -> None:
+        if not peer.backed_up or peer.generation != generation:
+            return
+        with self._lock:
+            peer.backed_up = False
+            for route in self._routes.values():
+                if route.pending and _find(route, peer.name) is not None:
+                    self._pump(route)
+
+    def _pump(self, route: _Route) -> None:
+        """Hand queued messages to receiving ends with credit, in order (lock held).
+
+        A message no end may take yet (its only ends are in its sender's process,
+        or have no credit) does not hold up messages of other senders behind it;
+        messages of one sender keep their order (once one waits, the rest wait).
+        """
+        pending = route.pending
+        if not pending or not route.receivers:
+            return
+        local: dict[int, tuple[Any, list[bytes]]] = {}
+        host_done = 0
+        grants: collections.Counter[str] = collections.Counter()
+        peers = self._peers
+        waiting: list[tuple[str, int, bytes]] = []
+        blocked: set[str] = set()
+        while pending:
+            entry = pending.popleft()
+            sender, generation, payload = entry
+            receiver = None if sender in blocked else self._pick(route, sender)
+            if receiver is None:
+                waiting.append(entry)
+                if sender not in blocked:
+                    blocked.add(sender)
+                    if not any(
+                        r.credit > 0 and (r.process == HOST or not peers[r.process].backed_up) for r in route.receivers
+                    ):
+                        break  # nobody has room: the rest waits as it is
+                continue
+            receiver.credit -= 1
+            if generation >= 0:
+                if sender == HOST:
+                    host_done += 1
+                else:
+                    peer = peers.get(sender)
+                    if peer is not None and peer.generation == generation:
+                        peer.queued[route.name] -= 1
+                        grants[sender] += 1
+            if receiver.process == HOST:
+                local.setdefault(id(receiver), (receiver.sink, []))[1].append(payload)
+            else:
+                peer = peers[receiver.process]
+                receiver.inflight.append(payload)
+                if peer.writer is not None:
+                    peer.writer.put((header(Kind.MESSAGE, route.raw_name, len(payload)), payload))
+        if waiting:
+            pending.extendleft(reversed(waiting))
+        for sink, payloads in local.values():
+            sink.deliver(payloads)
+        if host_done:
+            route.host_credit.give(host_done)
+        for name, n in grants.items():
+            writer = peers[name].writer
+            if writer is not None:
+                writer.put((encode(Kind.SEND_CREDIT, route.name, b"", n),))
+
+    # -- store ------------------------------------------------------------
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        match op:
+            # A child's registry calls see what the host's own calls see.
+            case ChannelExists(name):
+                return dumps(self.channel_exists(name))
+            case RegisterChannel(name):
+                self.register_channel(name)
+                return None
+            case ChannelNames():
+                return dumps(self.channel_names())
+        return self.store.execute(op)
+
+    async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        return self.execute(op, timeout)
+
+    # -- pub/sub ----------------------------------------------------------
+    def publish(self, topic: str, payload: bytes) -> None:
+        if topic in self._topics and self.publish_sink is not None:
+            self.publish_sink(topic, payload)
+        frame = None
+        with self._lock:
+            peers = [p for p in self._peers.values() if topic in p.topics and p.writer is not None]
+        for peer in peers:
+            frame = frame or encode(Kind.PUBLISH, topic, payload)
+            writer = peer.writer
+            if writer is None:
+                continue
+            if writer.queued_bytes > self.outbox_limit:
+                # Pub/sub is fire-and-forget (as in Redis): a subscriber whose process stopped
+                # reading loses publishes past the limit. Counted, logged, documented.
+                peer.publish_dropped += 1
+                if peer.publish_dropped & (peer.publish_dropped - 1) == 0:  # 1, 2, 4, 8 ...
+                    from ..log import logger
+
+                    logger.error(
+                        f"process {peer.name!r} is not reading: {peer.publish_dropped} publish(es) "
+                        f"dropped for it so far ({writer.queued_bytes} bytes waiting)"
+                    )
+                continue
+            try:
+                writer.put((frame,))
+            except BrokenPeerError:
+                pass  # gone: it has no subscribers any more
+
+    def subscribe(self, topic: str) -> None:
+        self._topics.add(topic)
+
+    # -- children -----------------------------------------------------------
+    def attach(self, name: str, sock: socket.socket) -> None:
+        """Connect child ``name``'s socket: start reading it and writing to it."""
+        peer = self._peers[name]
+        with self._lock:
+            peer.generation += 1
+            generation = peer.generation
+            peer.sock = sock
+            peer.topics = set()
+            peer.queued = collections.Counter()
+            peer.writer = Writer(name)
+            peer.writer.on_drained = lambda: self._drained(peer, generation)
+            peer.backed_up = False
+            peer.reader = Reader(
+                sock,
+                name,
+                lambda frames: self._on_frames(peer, generation, frames),
+                lambda error: self._lost(peer, generation, error),
+                self.max_message_size + 65536,
+            )
+        peer.writer.attach(sock)
+        peer.reader.start()
+
+    def detach(self, name: str, drain: float = 5.0) -> None:
+        """Forget child ``name``'s connection once its process is gone.
+
+        What it sent is read to the end of the stream first (up to ``drain``
+        seconds); what it was handed but had not consumed goes back to the
+        channels' queues for the other ends or its successor.
+        """
+        peer = self._peers.get(name)
+        if peer is None:
+            return
+        reader = peer.reader
+        if reader is not None and drain > 0:
+            reader.join(drain)
+        with self._lock:
+            peer.generation += 1
+            reader, sock, writer = peer.reader, peer.sock, peer.writer
+            peer.reader = peer.sock = peer.writer = None
+            peer.topics = set()
+            touched = []
+            for route in self._routes.values():
+                receiver = _find(route, name)
+                if receiver is not None:
+                    route.receivers.remove(receiver)
+                    route.pending.extendleft((_RETURNED, -1, p) for p in reversed(receiver.inflight))
+                    touched.append(route)
+            for route in touched:
+                self._pump(route)
+        if reader is not None:
+            reader.stop()
+        if writer is not None:
+            writer.close()
+        close_socket(sock)
+
+    def control(self, name: str, op: str, payload: bytes = b"", timeout: float = 1.0) -> None:
+        """Send a control frame to child ``name``; ``BrokenPeerError`` if it is not connected."""
+        peer = self._peers.get(name)
+        writer = peer.writer if peer is not None else None
+        if writer is None:
+            raise BrokenPeerError(f"process {name!r} is not connected")
+        writer.put((encode(Kind.CONTROL, op, payload),))
+
+    def _lost(self, peer: _Peer, generation: int, error: BaseException | None) -> None:
+        if peer.generation == generation:
+            self.on_peer_lost(peer.name, error)
+
+    def _on_frames(self, peer: _Peer, generation: int, frames: list[Frame]) -> None:
+        if peer.generation != generation:
+            return
+        for frame, payloads in message_runs(frames):
+            kind = frame.kind
+            if payloads is not None:
+                self._from_peer(peer, frame.name, payloads)
+            elif kind is Kind.REQUEST:
+                self._serve(peer, frame)
+            elif kind is Kind.CONSUMED:
+                self._peer_consumed(peer, frame.name, frame.ref, withdraw=False)
+            elif kind is Kind.RECEIVER:
+                with self._lock:
+                    route = self._route(frame.name)
+                    self._add_receiver(route, peer.name, frame.ref)
+                    self._pump(route)
+            elif kind is Kind.WITHDRAW:
+                self._peer_consumed(peer, frame.name, frame.ref, withdraw=True)
+            elif kind is Kind.PUBLISH:
+                self.publish(frame.name, frame.payload)
+            elif kind is Kind.SUBSCRIBE:
+                peer.topics.add(frame.name)
+            elif kind is Kind.CONTROL:
+                self.on_control(peer.name, frame.name, frame.payload)
+            else:  # well-formed but meaningless here (an answer nobody asked for): tolerated
+                from ..log import logger
+
+                logger.warning(f"child {peer.name!r} sent an unexpected {kind.name} frame; ignored")
+
+    def _from_peer(self, peer: _Peer, name: str, payloads: list[bytes]) -> None:
+        with self._lock:
+            route = self._route(name)
+            queued = peer.queued[name] + len(payloads)
+            if queued > self.window:
+                raise ProtocolError(f"child {peer.name!r} sent {queued} messages on {name!r} beyond its credit")
+            peer.queued[name] = queued
+            generation = peer.generation
+            route.pending.extend((peer.name, generation, p) for p in payloads)
+            self._pump(route)
+
+    def _peer_consumed(self, peer: _Peer, name: str, n: int, withdraw: bool) -> None:
+        with self._lock:
+            route = self._routes.get(name)
+            receiver = route and _find(route, peer.name)
+            if route is None or receiver is None:
+                return
+            if n > len(receiver.inflight):
+                raise ProtocolError(f"child {peer.name!r} consumed {n} messages on {name!r} it was not handed")
+            for _ in range(n):
+                receiver.inflight.popleft()
+            if withdraw:
+                route.receivers.remove(receiver)
+                route.pending.extendleft((_RETURNED, -1, p) for p in reversed(receiver.inflight))
+            else:
+                receiver.credit += n
+            self._pump(route)
+
+    def _serve(self, peer: _Peer, frame: Frame) -> None:
+        op_class = OPERATIONS.get(frame.name)
+        try:
+            if op_class is None:
+                raise RemoteError(f"unknown operation {frame.name!r}")
+            result = self.execute(op_class(*loads(frame.payload, what=f"arguments of {frame.name!r}")))
+            if result is not None and len(result) > self.max_message_size:
+                # The child's reader would take a frame this large for garbage and drop the link.
+                raise MessageTooLargeError(
+                    f"the answer to {op_class.method!r} is {len(result)} bytes pickled, "
+                    f"above the maximum message size of {self.max_message_size}"
+                )
+            reply = (header(Kind.RESULT, b"", len(result or b""), frame.ref), result or b"")
+        except Exception as exc:  # the caller gets it, with its own type where it pickles
+            reply = (encode(Kind.FAILURE, "", _pickle_error(exc), frame.ref),)
+        writer = peer.writer
+        if writer is not None:
+            try:
+                writer.put(reply)
+            except BrokenPeerError:
+                pass  # the child is gone: nobody waits for this answer
+
+    # -- status -------------------------------------------------------------
+    def channel_stats(self) -> list[dict[str, Any]]:
+        """Per channel: messages waiting in the host, and per receiving end its credit and ledger."""
+        with self._lock:
+            return [
+                {
+                    "name": route.name,
+                    "waiting": len(route.pending),
+                    "receivers": [
+                        {"process": r.process or self.process_name, "credit": r.credit, "unconsumed": len(r.inflight)}
+                        for r in route.receivers
+                    ],
+                    "send_credit": route.host_credit.available,
+                }
+                for route in self._routes.values()
+            ]
+
+    def peer_stats(self, name: str) -> dict[str, Any]:
+        peer = self._peers[name]
+        writer = peer.writer
+        return {
+            "connected": writer is not None,
+            "outbox_bytes": writer.queued_bytes if writer is not None else 0,
+            "publish_dropped": peer.publish_dropped,
+        }
+
+    def close(self) -> None:
+        """Drop every child link (the host is done)."""
+        for name in list(self._peers):
+            self.detach(name, drain=0)
+
+
+def _find(route: _Route, process: str) -> _Receiver | None:
+    for receiver in route.receivers:
+        if receiver.process == process:
+            return receiver
+    return None
+
+
+def message_runs(frames: list[Frame]) -> Iterator[tuple[Frame, list[bytes] | None]]:
+    """Each frame, except that a run of MESSAGE frames on one channel comes as one item
+    with all their payloads (delivered or routed in one go); other frames come with None."""
+    i, n = 0, len(frames)
+    while i < n:
+        frame = frames[i]
+        if frame.kind is not Kind.MESSAGE:
+            yield frame, None
+            i += 1
+            continue
+        j = i + 1
+        while j < n and frames[j].kind is Kind.MESSAGE and frames[j].name == frame.name:
+            j += 1
+        yield frame, [f.payload for f in frames[i:j]]
+        i = j
+
+
+def _pickle_error(exc: BaseException) -> bytes:
+    try:
+        raw = dumps(exc)
+        loads(raw)
+        return raw
+    except Exception:
+        return dumps(RemoteError(f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,54 @@
+"""What every runtime (host hub, child client) shares: settings and the registry calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ._ops import ChannelExists, ChannelNames, Operation, RegisterChannel
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, loads
+
+__all__ = ["DEFAULT_CALL_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "DEFAULT_WINDOW", "RuntimeBase", "on_event_loop"]
+
+DEFAULT_SEND_TIMEOUT = 10.0
+DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_WINDOW = 100_000  # messages per channel and sender that may wait in the host (pending_limit)
+
+
+def on_event_loop() -> bool:
+    return asyncio._get_running_loop() is not None
+
+
+class RuntimeBase:
+    """Settings every runtime reads from the configuration, and the registry calls."""
+
+    role = ""
+    process_name = ""
+    max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+    send_timeout = DEFAULT_SEND_TIMEOUT
+    call_timeout = DEFAULT_CALL_TIMEOUT
+    window = DEFAULT_WINDOW
+    own_channels: tuple[str, str] | None = None  # this process's active/passive channel names
+    # Storage hands publishes for this process's subscribers to this callable.
+    publish_sink: Callable[[str, bytes], None] | None = None
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.max_message_size = int(config.get("max_message_size", self.max_message_size))
+        self.send_timeout = float(config.get("send_timeout", self.send_timeout))
+        self.call_timeout = float(config.get("call_timeout", self.call_timeout))
+        self.window = int(config.get("pending_limit", self.window))
+
+    def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        raise NotImplementedError
+
+    def channel_exists(self, name: str) -> bool:
+        raw = self.execute(ChannelExists(name))
+        return bool(raw and loads(raw))
+
+    def register_channel(self, name: str) -> None:
+        self.execute(RegisterChannel(name))
+
+    def channel_names(self) -> list[str]:
+        raw = self.execute(ChannelNames())
+        return loads(raw) if raw else []
