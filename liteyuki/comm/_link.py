@@ -39,6 +39,7 @@ class Writer:
         self._cond = threading.Condition(self._lock)
         self._queue: list[bytes | memoryview] = []
         self._queued = 0
+        self._writing = 0  # bytes the backstop took and is writing
         self._sock: socket.socket | None = None
         self._busy = False  # a thread is writing (or the backstop owns the write)
         self._backstop_wanted = False
@@ -62,14 +63,14 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            if self._queued > HIGH_WATER and wait != 0.0:
+            if self._queued + self._writing > HIGH_WATER and wait != 0.0:
                 deadline = None if wait is None else time.monotonic() + wait
-                while self._queued > HIGH_WATER and not self._closed:
+                while self._queued + self._writing > HIGH_WATER and not self._closed:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise ChannelFullError(
                             f"{what or 'outgoing data'} to {self.peer!r} is held back: "
-                            f"{self._queued} bytes are waiting to be written"
+                            f"{self._queued + self._writing} bytes are waiting to be written"
                         )
                     self._cond.wait(remaining)
                 if self._closed:
@@ -143,13 +144,18 @@ class Writer:
                             drained = self.on_drained if not self._queue else None
                             break
                         bufs = _batch(self._queue, self._queued)
+                        # Still ours until written: counted, so the high-water mark bounds it too.
+                        self._writing = self._queued
                         self._queue = []
                         self._queued = 0
-                        self._cond.notify_all()
                     _send(sock, bufs, 0)
+                    with self._lock:
+                        self._writing = 0
+                        self._cond.notify_all()
             except OSError:
                 with self._lock:
                     self._busy = False
+                    self._writing = 0
                     self._cond.notify_all()
                 continue
             if drained is not None:
@@ -188,7 +194,8 @@ class Writer:
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued
+        """Bytes handed to this writer and not yet taken by the socket."""
+        return self._queued + self._writing
 
 
 def _batch(queue: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:

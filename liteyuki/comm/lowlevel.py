@@ -16,7 +16,7 @@ from ._context import current, install, installed
 from ._default import CHILD_ENV, CHILD_PID_ENV, new_hub
 from ._dispatch import dispatcher
 from ._hub import Hub
-from ._link import new_socketpair
+from ._link import Writer, new_socketpair
 from ._loopcall import call_in_loop
 from ._runtime_base import RuntimeBase
 
@@ -26,6 +26,7 @@ __all__ = [
     "ChildRuntime",
     "Hub",
     "RuntimeBase",
+    "Writer",
     "call_in_loop",
     "close_runtime",
     "current",

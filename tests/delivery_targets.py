@@ -1,0 +1,112 @@
+"""Spawn targets for the delivery tests (tests/test_delivery.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from liteyuki.comm import Channel, CommTimeoutError, active_channel, get_channel, lowlevel, passive_channel
+from liteyuki.comm.storage import shared_memory
+
+
+def hol_agent(buffer: int, n: int) -> None:
+    """A passive callback that makes a sync store call per message, on an end of ``buffer``
+    messages that the host keeps full: the store answers must still come."""
+    Channel(passive_channel.name, buffer_size=buffer)
+    state = {"count": 0, "slowest": 0.0, "errors": 0}
+
+    @passive_channel.on_receive()
+    def on_message(i: int) -> None:
+        started = time.monotonic()
+        try:
+            shared_memory.get("hol-key", timeout=5)
+        except CommTimeoutError:
+            state["errors"] += 1
+        state["slowest"] = max(state["slowest"], time.monotonic() - started)
+        state["count"] += 1
+        if state["count"] == n:
+            active_channel.send(("done", state["count"], state["errors"], state["slowest"]))
+
+    threading.Event().wait()
+
+
+def shared_receiver(name: str, report: str) -> None:
+    """Receives on the shared channel ``name`` and sends (pid, message) for each to ``report``."""
+    out = get_channel(report)
+    for message in get_channel(name):
+        out.send((os.getpid(), message))
+
+
+def burst_sender(name: str, start: int, count: int) -> None:
+    """Sends ``count`` numbered messages on ``name`` when told to (on its passive channel), then says so."""
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        if cmd == "go":
+            chan = get_channel(name)
+            for i in range(start, start + count):
+                chan.send(i)
+            active_channel.send(("sent", os.getpid()))
+
+    threading.Event().wait()
+
+
+def closing_receiver(name: str, report: str, take: int) -> None:
+    """Receives ``take`` messages on ``name`` (reporting them), then closes its end while more
+    are buffered, and says so."""
+    chan, out = get_channel(name), get_channel(report)
+    for _ in range(take):
+        out.send((os.getpid(), chan.receive(timeout=30)))
+    held = len(chan._state.buffer)
+    chan.close()
+    out.send(("closed", os.getpid(), held))
+    threading.Event().wait()
+
+
+def send_past_the_limit(name: str, n: int, timeout: float) -> None:
+    """Sends up to ``n`` messages on ``name``; reports how many were accepted and the error."""
+    chan = Channel(name)  # not registered by anyone: messages wait in the host
+    accepted, error = 0, None
+    for i in range(n):
+        try:
+            chan.send(i, timeout=timeout)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            break
+        accepted += 1
+    active_channel.send(("accepted", accepted, error))
+    threading.Event().wait()
+
+
+def burst_and_return(n: int) -> None:
+    """Sends ``n`` messages as fast as it can and returns: a clean exit right after."""
+    for i in range(n):
+        active_channel.send(i)
+
+
+def link_breaker(once: str) -> None:
+    """Answers 'pid'; on 'break' (the first incarnation only: the message is delivered again
+    to its successor, which never heard it consumed) shuts its own link down and keeps running."""
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        if cmd in ("pid", ("pid",)):
+            active_channel.send(os.getpid())
+        elif cmd == "break" and shared_memory.compare_and_set(once, None, os.getpid()):
+            lowlevel.current()._sock.shutdown(socket.SHUT_RDWR)
+
+    threading.Event().wait()
+
+
+def burst_on_request(n: int) -> None:
+    """On any message: sends ``n`` messages back in one burst."""
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        for i in range(n):
+            active_channel.send(i)
+
+    threading.Event().wait()

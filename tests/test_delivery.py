@@ -1,0 +1,342 @@
+"""Delivery rules with real processes: credit-based flow control, round-robin over every
+receiving end, closing, exits and restarts (issue 8: one test per failure it lists, and
+one per rule)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+
+from liteyuki.comm import Channel, ChannelClosedError, ChannelFullError, CommTimeoutError, get_channel, set_channel
+from liteyuki.comm.lowlevel import Writer
+from liteyuki.comm.storage import shared_memory
+
+from . import delivery_targets as dt
+from . import targets
+from .conftest import unique
+from .test_channels import ask
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # polling a real condition (the hub's tables) with a deadline
+
+
+def _receivers(bot: Any, name: str) -> int:
+    return sum(len(s["receivers"]) for s in bot.hub.channel_stats() if s["name"] == name)
+
+
+def _collect(chan: Channel[Any], n: int, timeout: float = 30) -> list[Any]:
+    return [chan.receive(timeout=timeout) for _ in range(n)]
+
+
+# -- 1. head-of-line blocking -------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_full_channel_never_holds_up_store_answers(host):
+    name, n = unique(), 2_000
+    bot = host({name: (dt.hol_agent, (10, n))}, call_timeout=5)
+    shared_memory.set("hol-key", "v")
+    _wait_for(lambda: _receivers(bot, f"{name}-passive") == 1, 20, "the child's receiving end")
+    passive = get_channel(f"{name}-passive")
+    for i in range(n):  # far more than the child's 10-message buffer holds
+        passive.send(i, timeout=20)
+    kind, count, errors, slowest = get_channel(f"{name}-active").receive(timeout=60)
+    print(f"\n{count} store calls from a callback on a full 10-message end: slowest {slowest * 1000:.1f} ms")
+    assert (kind, count, errors) == ("done", n, 0)
+
+
+# -- 3. a host receiver and a child receiver on one channel, fed by a third child --------
+@pytest.mark.timeout(60)
+def test_round_robin_over_host_and_child_receivers_fed_by_a_child(host):
+    jobs, report, sender, receiver, n = unique("jobs"), unique("report"), unique("s"), unique("r"), 4_000
+    set_channel(jobs, Channel(jobs))
+    set_channel(report, Channel(report))
+    bot = host({receiver: (dt.shared_receiver, (jobs, report)), sender: (dt.burst_sender, (jobs, 0, n))})
+    host_got: list[int] = []
+
+    def host_receiver() -> None:
+        for message in get_channel(jobs):
+            host_got.append(message)
+
+    threading.Thread(target=host_receiver, daemon=True).start()
+    _wait_for(lambda: _receivers(bot, jobs) == 2, 20, "two receiving ends")
+    sender_pid = bot.process_manager.pid(sender)
+    get_channel(f"{sender}-passive").send("go")
+    assert get_channel(f"{sender}-active").receive(timeout=30) == ("sent", sender_pid)
+    reports = get_channel(report)
+    child_got: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(host_got) + len(child_got) < n and time.monotonic() < deadline:
+        try:
+            child_got.append(reports.receive(timeout=0.2)[1])
+        except CommTimeoutError:
+            pass
+    assert sorted(host_got + child_got) == list(range(n))  # each exactly once
+    assert host_got == sorted(host_got) and child_got == sorted(child_got)  # each in send order
+    assert min(len(host_got), len(child_got)) > n // 4, (len(host_got), len(child_got))
+    assert bot.process_manager.pid(sender) == sender_pid  # the sender was not killed
+
+
+# -- 4. order with two child receivers --------------------------------------------------
+@pytest.mark.timeout(60)
+def test_two_child_receivers_each_see_their_messages_in_send_order(host):
+    jobs, report, a, b, n = unique("jobs"), unique("report"), unique("a"), unique("b"), 6_000
+    set_channel(jobs, Channel(jobs))
+    set_channel(report, Channel(report))
+    bot = host({a: (dt.shared_receiver, (jobs, report)), b: (dt.shared_receiver, (jobs, report))})
+    _wait_for(lambda: _receivers(bot, jobs) == 2, 20, "two receiving ends")
+    chan = get_channel(jobs)
+    for i in range(n):
+        chan.send(i)
+    by_pid: dict[int, list[int]] = defaultdict(list)
+    for pid, message in _collect(get_channel(report), n):
+        by_pid[pid].append(message)
+    assert len(by_pid) == 2
+    assert sorted(m for got in by_pid.values() for m in got) == list(range(n))
+    for got in by_pid.values():
+        assert got == sorted(got) and len(got) > n // 4
+
+
+# -- 5. closing ------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_receiver_that_closes_is_withdrawn_and_what_it_held_goes_to_the_others(host):
+    jobs, report, closer, other, n = unique("jobs"), unique("report"), unique("c"), unique("o"), 3_000
+    set_channel(jobs, Channel(jobs))
+    set_channel(report, Channel(report))
+    bot = host({closer: (dt.closing_receiver, (jobs, report, 10)), other: (dt.shared_receiver, (jobs, report))})
+    _wait_for(lambda: _receivers(bot, jobs) == 2, 20, "two receiving ends")
+    chan = get_channel(jobs)
+    for i in range(n):
+        chan.send(i)
+    closer_pid = bot.process_manager.pid(closer)
+    got: Counter[int] = Counter()
+    held = None
+    reports = get_channel(report)
+    while sum(got.values()) < n or held is None:
+        item = reports.receive(timeout=30)
+        if item[0] == "closed":
+            held = item[2]
+            continue
+        got[item[1]] += 1
+    print(f"\nthe closing end held {held} unconsumed messages; they went to the other end")
+    assert set(got) == set(range(n)) and max(got.values()) == 1  # nothing lost, nothing twice
+    assert _receivers(bot, jobs) == 1
+    # After the close the other end gets everything.
+    for i in range(n, n + 100):
+        chan.send(i)
+    assert all(pid != closer_pid for pid, _ in _collect(reports, 100))
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_end_takes_nothing_more_and_its_callbacks_stop(host):
+    name, child = unique("x"), unique()
+    bot = host({child: targets.agent})
+    end = Channel(name, buffer_size=1_000)
+    set_channel(name, end)
+    seen: list[int] = []
+    arrived = threading.Event()
+    end.on_receive()(lambda i: (seen.append(i), len(seen) == 5 and arrived.set()))
+    for i in range(5):
+        ask(child, "send_on", name, i)
+    assert arrived.wait(10)
+    end.close()
+    end.close()  # safe twice
+    with pytest.raises(ChannelClosedError, match=rf"^channel '{name}' is closed$"):
+        end.send(1)
+    for i in range(5, 2_005):
+        assert ask(child, "send_on", name, i) is None  # accepted: it waits in the host
+    assert seen == list(range(5))
+    assert "closed, 0 buffered of 1000" in repr(end)
+    assert [s["waiting"] for s in bot.hub.channel_stats() if s["name"] == name] == [2_000]
+
+
+@pytest.mark.timeout(30)
+def test_iteration_over_a_closed_end_ends(host):
+    name, child = unique("x"), unique()
+    host({child: targets.agent})
+    end = Channel(name)
+    set_channel(name, end)
+    got: list[int] = []
+    done = threading.Event()
+
+    def iterate() -> None:
+        for message in end:
+            got.append(message)
+        done.set()
+
+    threading.Thread(target=iterate, daemon=True).start()
+    ask(child, "send_on", name, 1)
+    end.close()
+    assert done.wait(10)
+
+
+# -- 6. no silent drops ------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_a_child_sending_past_pending_limit_is_told_and_nothing_vanishes(host):
+    name, child = unique("nobody"), unique()
+    host({child: (dt.send_past_the_limit, (name, 150, 0.3))}, pending_limit=100)
+    kind, accepted, error = get_channel(f"{child}-active").receive(timeout=20)
+    assert (kind, accepted) == ("accepted", 100)
+    assert error.startswith(f"ChannelFullError: channel '{name}' is full: 100 messages sent by process")
+    assert _collect(get_channel(name), 100) == list(range(100))
+
+
+@pytest.mark.timeout(30)
+def test_a_loop_send_without_credit_fails_at_once_and_async_send_waits(host):
+    name, child = unique("tiny"), unique()
+    bot = host({child: targets.agent}, pending_limit=3)
+    chan = Channel(name)
+    set_channel(name, chan)
+
+    async def on_loop() -> tuple[float, asyncio.Task[None]]:
+        for i in range(3):
+            chan.send(i)
+        started = time.monotonic()
+        with pytest.raises(ChannelFullError):
+            chan.send(3)  # never waits on the loop
+        waited = time.monotonic() - started
+        return waited, asyncio.ensure_future(chan.async_send(3, timeout=20))
+
+    waited, task = asyncio.run_coroutine_threadsafe(on_loop(), bot.loop).result(10)
+    assert waited < 0.5
+    assert not task.done()
+    # A receiving end appears: the queue drains, credit comes back, the awaiting send completes.
+    assert ask(child, "recv_on", name, 10) == 0
+    asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(task), 20), bot.loop).result(30)
+    assert [ask(child, "recv_on", name, 10) for _ in range(3)] == [1, 2, 3]
+
+
+# -- 7. a clean exit delivers its last words -------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n", [20_000])
+def test_a_child_that_sends_a_burst_and_exits_has_everything_delivered(host, n):
+    name = unique()
+    bot = host({name: (dt.burst_and_return, (n,))})
+    assert _collect(get_channel(f"{name}-active"), n) == list(range(n))
+    _wait_for(lambda: not bot.process_manager.is_alive(name), 10, "the child to exit")
+
+
+# -- 8. every parked waiter that has a message is woken ---------------------------------------
+@pytest.mark.timeout(30)
+def test_five_parked_async_receivers_get_five_messages_from_one_batch(host):
+    name = unique()
+    bot = host({name: (dt.burst_on_request, (5,))})
+    active = get_channel(f"{name}-active")
+
+    async def park() -> list[int]:
+        waiters = [asyncio.ensure_future(active.async_receive(timeout=10)) for _ in range(5)]
+        await asyncio.sleep(0)  # let all five park before the burst is asked for
+        get_channel(f"{name}-passive").send("go")
+        return sorted(await asyncio.gather(*waiters))
+
+    assert asyncio.run_coroutine_threadsafe(park(), bot.loop).result(20) == [0, 1, 2, 3, 4]
+
+
+# -- 9. async filters -------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_async_filters_and_filters_returning_awaitables_are_awaited(host):
+    name, child = unique("f"), unique()
+    host({child: targets.agent})
+    end = Channel(name)
+    set_channel(name, end)
+
+    class Even:
+        async def __call__(self, data: int) -> bool:
+            await asyncio.sleep(0)
+            return data % 2 == 0
+
+    evens: list[int] = []
+    threes: list[int] = []
+    done = threading.Event()
+    end.on_receive(filter_func=Even())(evens.append)
+    end.on_receive(filter_func=lambda d: asyncio.sleep(0, d % 3 == 0))(threes.append)
+    end.on_receive(filter_func=lambda d: d == 9)(lambda d: done.set())
+    for i in range(10):
+        ask(child, "send_on", name, i)
+    assert done.wait(10)
+    _wait_for(lambda: len(evens) == 5 and len(threes) == 4, 10, "the async filters")
+    assert evens == [0, 2, 4, 6, 8] and threes == [0, 3, 6, 9]
+
+
+# -- 10. a child whose link broke is restarted --------------------------------------------
+@pytest.mark.timeout(30)
+def test_a_child_whose_link_breaks_exits_non_zero_and_is_restarted(host):
+    name = unique()
+    restarted = threading.Event()
+    bot = host({name: (dt.link_breaker, (unique("once"),))}, restart_backoff=0.1)
+    bot.on_after_restart(lambda n: restarted.set() if n == name else None)
+    old = ask(name, "pid")
+    get_channel(f"{name}-passive").send("break")
+    assert restarted.wait(20)
+    assert ask(name, "pid") != old
+
+
+# -- 11. the writer's waits mean what they say --------------------------------------------
+@pytest.mark.timeout(30)
+def test_a_writer_put_with_no_wait_limit_waits_for_room():
+    ours, theirs = socket.socketpair()
+    writer = Writer("peer")
+    writer.attach(ours)
+    try:
+        chunk = b"x" * 65536
+        while writer.queued_bytes <= 4 * 1024 * 1024:  # nobody reads: past the high-water mark
+            writer.put((chunk,))
+        with pytest.raises(ChannelFullError, match=r"^test data to 'peer' is held back: \d+ bytes are waiting"):
+            writer.put((chunk,), wait=0.1, what="test data")
+        finished = threading.Event()
+        threading.Thread(target=lambda: (writer.put((chunk,), wait=None), finished.set()), daemon=True).start()
+        assert not finished.wait(0.2)
+        theirs.settimeout(5)
+        while not finished.is_set():
+            theirs.recv(1 << 20)
+    finally:
+        writer.close()
+        ours.close()
+        theirs.close()
+
+
+# -- a stalled child holds up nobody -------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_stopped_child_stalls_nobody_else(host):
+    stalled, other = unique("stalled"), unique("other")
+    bot = host(
+        {stalled: targets.active_echo, other: targets.agent}, outbox_limit=1 << 20, pending_limit=100, send_timeout=0.5
+    )
+    _wait_for(lambda: _receivers(bot, f"{stalled}-passive") == 1, 20, "the stalled child's receiving end")
+    pid = bot.process_manager.pid(stalled)
+    passive = get_channel(f"{stalled}-passive")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pad = "p" * 10_000
+        accepted = 0
+        with pytest.raises(ChannelFullError, match=rf"^channel '{stalled}-passive' is full: 100 messages"):
+            while True:
+                passive.send(("echo", (accepted, pad)))
+                accepted += 1
+        # The other child, the store and routing go on.
+        assert ask(other, "echo", "still here") == "still here"
+        assert ask(other, "send_on", f"{stalled}-passive", ("echo", (-2, ""))) is None  # queued, not dropped
+        shared_memory.set("k", 1)
+        assert ask(other, "get", "k") == 1
+        # The host receives the echoes from now on (the child's own window is 100 too).
+        active = get_channel(f"{stalled}-active")
+        got: list[Any] = []
+        collector = threading.Thread(target=lambda: got.extend(_collect(active, accepted + 1)), daemon=True)
+        collector.start()
+        _wait_for(lambda: _receivers(bot, active.name) == 1, 10, "the host's receiving end")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    collector.join(30)
+    # An echoing thread waits for credit (never refused): everything arrives, in order.
+    assert [g[1][0] for g in got] == [*range(accepted), -2]
