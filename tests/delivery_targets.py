@@ -110,3 +110,35 @@ def burst_on_request(n: int) -> None:
             active_channel.send(i)
 
     threading.Event().wait()
+
+
+def model_receiver(name: str) -> None:
+    """Receives on the shared channel ``name`` on command, for the model test.
+
+    ("recv", k) -> up to k messages (each taken within 0.2 s); ("drain",) -> everything
+    until the end stays empty for 0.3 s; ("close",) -> close the end. Replies on the active
+    channel with (pid, list of messages) or (pid, "closed", messages taken before).
+    """
+    chan = get_channel(name)
+
+    def take(k: int, wait: float) -> list[int]:
+        got: list[int] = []
+        while len(got) < k:
+            try:
+                got.append(chan.receive(timeout=wait))
+            except CommTimeoutError:
+                break
+        return got
+
+    carry = take(1, 0.001)  # declares the end at once (receive mode); keeps what it took
+    for cmd in passive_channel:
+        if cmd[0] == "recv":
+            got, carry = carry + take(cmd[1] - len(carry), 0.2), []
+            active_channel.send((os.getpid(), got))
+        elif cmd[0] == "drain":
+            got, carry = carry + ([] if chan.closed else take(1 << 30, 0.3)), []
+            active_channel.send((os.getpid(), got))
+        elif cmd[0] == "close":
+            chan.close()
+            active_channel.send((os.getpid(), "closed", carry))
+            carry = []

@@ -22,6 +22,7 @@ writes under it never block (``Writer.put`` with no wait).
 from __future__ import annotations
 
 import collections
+import heapq
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -50,21 +51,23 @@ class _Receiver:
         self.process = process
         self.credit = credit
         self.sink = sink  # the host's own end
-        self.inflight: collections.deque[bytes] = collections.deque()  # handed to a child, not yet consumed
+        # (sequence number, payload) handed to this end and not yet reported consumed
+        self.inflight: collections.deque[tuple[int, bytes]] = collections.deque()
 
 
 class _Route:
     """Where messages on one channel name go."""
 
-    __slots__ = ("host_credit", "name", "pending", "raw_name", "receivers", "turn")
+    __slots__ = ("host_credit", "name", "next_seq", "pending", "raw_name", "receivers", "turn")
 
     def __init__(self, name: str, window: int) -> None:
         self.name = name
         self.raw_name = name.encode()
         self.receivers: list[_Receiver] = []
         self.turn = 0
-        # (sender process, sender generation or -1 when no credit is owed, payload)
-        self.pending: collections.deque[tuple[str, int, bytes]] = collections.deque()
+        # (sequence number, sender process, sender generation or -1 when no credit is owed, payload)
+        self.pending: collections.deque[tuple[int, str, int, bytes]] = collections.deque()
+        self.next_seq = 0  # messages are numbered as they reach the queue: send order
         self.host_credit = Credit(window)  # what the host's own senders may still queue here
 
 
@@ -159,7 +162,8 @@ class Hub(RuntimeBase):
 
     def _queue_local(self, route: _Route, payload: bytes) -> None:
         with self._lock:
-            route.pending.append((HOST, 0, payload))
+            route.pending.append((route.next_seq, HOST, 0, payload))
+            route.next_seq += 1
             self._pump(route)
 
     def _full(self, name: str) -> ChannelFullError:
@@ -182,6 +186,7 @@ class Hub(RuntimeBase):
             if receiver is None:
                 return
             receiver.credit += n
+            _pop_consumed(receiver, n)
             self._pump(route)
 
     def withdraw(self, sink: Any, consumed: int) -> None:
@@ -191,8 +196,9 @@ class Hub(RuntimeBase):
             if route is None or receiver is None:
                 return
             route.receivers.remove(receiver)
-            returned = sink.take_unconsumed()
-            route.pending.extendleft((_RETURNED, -1, p) for p in reversed(returned))
+            sink.take_unconsumed()  # the same messages as the ledger's, which has their numbers
+            _pop_consumed(receiver, consumed)
+            _hand_back(route, receiver)
             self._pump(route)
 
     def _add_receiver(self, route: _Route, process: str, capacity: int, sink: Any = None) -> None:
@@ -250,11 +256,11 @@ class Hub(RuntimeBase):
         host_done = 0
         grants: collections.Counter[str] = collections.Counter()
         peers = self._peers
-        waiting: list[tuple[str, int, bytes]] = []
+        waiting: list[tuple[int, str, int, bytes]] = []
         blocked: set[str] = set()
         while pending:
             entry = pending.popleft()
-            sender, generation, payload = entry
+            seq, sender, generation, payload = entry
             receiver = None if sender in blocked else self._pick(route, sender)
             if receiver is None:
                 waiting.append(entry)
@@ -274,11 +280,11 @@ class Hub(RuntimeBase):
                     if peer is not None and peer.generation == generation:
                         peer.queued[route.name] -= 1
                         grants[sender] += 1
+            receiver.inflight.append((seq, payload))
             if receiver.process == HOST:
                 local.setdefault(id(receiver), (receiver.sink, []))[1].append(payload)
             else:
                 peer = peers[receiver.process]
-                receiver.inflight.append(payload)
                 if peer.writer is not None:
                     peer.writer.put((header(Kind.MESSAGE, route.raw_name, len(payload)), payload))
         if waiting:
@@ -386,7 +392,7 @@ class Hub(RuntimeBase):
                 receiver = _find(route, name)
                 if receiver is not None:
                     route.receivers.remove(receiver)
-                    route.pending.extendleft((_RETURNED, -1, p) for p in reversed(receiver.inflight))
+                    _hand_back(route, receiver)
                     touched.append(route)
             for route in touched:
                 self._pump(route)
@@ -445,7 +451,9 @@ class Hub(RuntimeBase):
                 raise ProtocolError(f"child {peer.name!r} sent {queued} messages on {name!r} beyond its credit")
             peer.queued[name] = queued
             generation = peer.generation
-            route.pending.extend((peer.name, generation, p) for p in payloads)
+            seq = route.next_seq
+            route.pending.extend((seq + i, peer.name, generation, p) for i, p in enumerate(payloads))
+            route.next_seq = seq + len(payloads)
             self._pump(route)
 
     def _peer_consumed(self, peer: _Peer, name: str, n: int, withdraw: bool) -> None:
@@ -456,11 +464,10 @@ class Hub(RuntimeBase):
                 return
             if n > len(receiver.inflight):
                 raise ProtocolError(f"child {peer.name!r} consumed {n} messages on {name!r} it was not handed")
-            for _ in range(n):
-                receiver.inflight.popleft()
+            _pop_consumed(receiver, n)
             if withdraw:
                 route.receivers.remove(receiver)
-                route.pending.extendleft((_RETURNED, -1, p) for p in reversed(receiver.inflight))
+                _hand_back(route, receiver)
             else:
                 receiver.credit += n
             self._pump(route)
@@ -517,6 +524,23 @@ class Hub(RuntimeBase):
         """Drop every child link (the host is done)."""
         for name in list(self._peers):
             self.detach(name, drain=0)
+
+
+def _pop_consumed(receiver: _Receiver, n: int) -> None:
+    inflight = receiver.inflight
+    for _ in range(min(n, len(inflight))):
+        inflight.popleft()
+
+
+def _hand_back(route: _Route, receiver: _Receiver) -> None:
+    """What an end that left held unconsumed goes back to the queue, by send order: before
+    everything sent after it (it may then reach another end after later messages)."""
+    returned = sorted(receiver.inflight, key=lambda item: item[0])
+    receiver.inflight.clear()
+    if not returned:
+        return
+    back = [(seq, _RETURNED, -1, payload) for seq, payload in returned]
+    route.pending = collections.deque(heapq.merge(back, route.pending, key=lambda entry: entry[0]))
 
 
 def _find(route: _Route, process: str) -> _Receiver | None:

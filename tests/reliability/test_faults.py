@@ -74,7 +74,8 @@ def test_kill_9_in_the_middle_of_a_100000_message_stream_loses_nothing(host):
         before = now
         time.sleep(0.2)
     waiting, unconsumed = now
-    heard_consumed = sent[0] - waiting - unconsumed  # messages 0 .. heard_consumed - 1
+    sent_at_kill = sent[0]
+    heard_consumed = sent_at_kill - waiting - unconsumed  # messages 0 .. heard_consumed - 1
     os.kill(old_pid, signal.SIGKILL)
     _, alive = _wait_gone([old_pid], timeout=10)
     assert not alive
@@ -90,7 +91,7 @@ def test_kill_9_in_the_middle_of_a_100000_message_stream_loses_nothing(host):
             break
     _, new_pid, first_new, count, in_order = reports[-1]
     print(
-        f"\nkill -9 mid-stream: {sent[0]} sent at the kill, the host had heard 0..{heard_consumed - 1} consumed, "
+        f"\nkill -9 mid-stream: {sent_at_kill} sent at the kill, the host had heard 0..{heard_consumed - 1} consumed, "
         f"held {unconsumed} unconsumed by the child and {waiting} waiting; the new child got "
         f"{first_new}..{TOTAL - 1} ({count}, in order: {in_order})"
     )
