@@ -178,6 +178,9 @@ class _EndState:
             self.buffer.clear()
             callbacks = list(self.callbacks)
             report = self._consumed(len(batch)) if batch else 0
+        # Reported before the callbacks run: a callback that takes its process down does
+        # not get the same message again in the successor (no crash loop on one message).
+        self.report(report)
         if batch:
             # Labels once per batch, not per message: they are only read when a callback raises.
             labelled = [(f, flt, f"callback on channel {self.name!r} {_qualname(f)}") for f, flt in callbacks]
@@ -192,7 +195,6 @@ class _EndState:
                         dispatcher.call(func, data, label)
                     else:
                         dispatcher.call(_FilteredCall(func, flt, self.name), data, label)
-        self.report(report)
 
     def undecodable(self) -> None:
         """A message arrived that cannot be unpickled in this process (a class only the sender

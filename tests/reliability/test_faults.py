@@ -99,7 +99,7 @@ def test_kill_9_in_the_middle_of_a_100000_message_stream_loses_nothing(host):
     assert first_new == heard_consumed, "the successor must start where the host last heard consumption"
     assert in_order and count == TOTAL - first_new
     assert ask(other, "echo", "after") == "after"
-    assert host_proc.num_fds() == fds_before
+    assert host_proc.num_fds() <= fds_before  # no descriptor leaked (earlier tests may close some meanwhile)
 
 
 @pytest.mark.timeout(60)
