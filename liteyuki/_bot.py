@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from . import _config, _reload, log
-from ._lifespan import Lifespan
+from ._lifespan import Lifespan, in_daemon_thread
 from ._plugins import load_plugin, load_plugins, plugins_from_pyproject
 from .comm import lowlevel
 from .comm.lowlevel import dispatcher
@@ -22,6 +23,17 @@ __all__ = ["LiteyukiBot", "get_bot"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _bot: LiteyukiBot | None = None
+_bot_lock = threading.Lock()  # guards _bot and every bot's _state
+# Lifecycle: new -> running -> stopped; a new bot created while this one is not
+# running retires it ("replaced"). Only a "new" bot that is still _bot may run.
+_NEW, _RUNNING, _STOPPED, _REPLACED = "new", "running", "stopped", "replaced"
+# What a shutdown step may take beyond stop_grace (tasks left on the loop at the end).
+_LEFTOVER_WAIT = 1.0
+
+
+def _in_child() -> bool:
+    # The same test the runtime makes (see comm._default): set by the host for its children.
+    return bool(os.environ.get(lowlevel.CHILD_ENV)) and os.environ.get(lowlevel.CHILD_PID_ENV) == str(os.getppid())
 
 
 def get_bot() -> LiteyukiBot:
@@ -37,10 +49,30 @@ class LiteyukiBot:
     Configuration keys and defaults are in ``liteyuki._config.DEFAULTS``; every
     child gets a copy (``get_config`` works there too). ``plugins`` and
     ``plugin_dirs`` add host plugins to those listed in ``pyproject.toml``.
+
+    One bot runs per process: creating another while one runs is a
+    ``RuntimeError`` that changes nothing. A bot runs once: after it stopped,
+    ``run()`` / ``running()`` raise ``RuntimeError`` (create a new ``LiteyukiBot``).
     """
 
     def __init__(self, **config: Any) -> None:
         global _bot
+        if _in_child():
+            # It would replace the child's link to its host with a hub of its own.
+            raise RuntimeError("LiteyukiBot runs in the host process, not in one of its children")
+        with _bot_lock:
+            if _bot is not None and _bot._state == _RUNNING:
+                raise RuntimeError(
+                    "a LiteyukiBot is already running in this process (one per process); "
+                    "use get_bot(), or stop it before creating another"
+                )
+            self._state = _NEW
+            self._setup(config)
+            if _bot is not None and _bot._state == _NEW:
+                _bot._state = _REPLACED
+            _bot = self
+
+    def _setup(self, config: dict[str, Any]) -> None:
         self.config = _config.set_config(config)
         log.install(self.config["log_level"], self.config["language"])
         self.lifespan = Lifespan()
@@ -51,8 +83,8 @@ class LiteyukiBot:
         self._stop_requested: asyncio.Event | None = None
         self._started = threading.Event()
         self._stopped = threading.Event()
+        self._stop_flag = threading.Event()  # stop() before the loop exists is kept here
         self._signals = 0
-        _bot = self
         # Development mode (`--reload`): see liteyuki/_reload.py.
         self._reload = _reload.Reload(self) if _reload.requested(self.config) else None
 
@@ -82,7 +114,9 @@ class LiteyukiBot:
         return self.lifespan.register("after_restart", func)
 
     def _run_hooks(self, event: str, *args: Any) -> None:
-        self.lifespan.run_from_thread(event, *args)
+        # A child's stop waits for its hooks at most stop_grace s; restart hooks 30 s.
+        timeout = float(self.config.get("stop_grace", 5.0)) if event == "before_process_shutdown" else 30.0
+        self.lifespan.run_from_thread(event, *args, timeout=timeout)
 
     # -- running --------------------------------------------------------------
     def run(self) -> None:
@@ -91,22 +125,45 @@ class LiteyukiBot:
         In development mode this process becomes the reload supervisor instead, and
         runs the host as a new process (README: "Development mode").
         """
+        self._claim_run()
         if self._reload is not None and self._reload.supervises:
-            self._reload.supervise()
+            try:
+                self._reload.supervise()
+            finally:
+                self._finish()
             return
         try:
-            asyncio.run(self._serve(handle_signals=threading.current_thread() is threading.main_thread()))
+            self._run_loop(handle_signals=threading.current_thread() is threading.main_thread())
         except KeyboardInterrupt:  # a SIGINT that arrived before our handler was in place
             self.process_manager.stop_all()
+        finally:
+            self._finish()
 
     @contextlib.contextmanager
     def running(self, timeout: float = 60.0) -> Iterator[LiteyukiBot]:
         """Run the host on a background thread (for tests and embedding); stop on exit."""
-        thread = threading.Thread(target=lambda: asyncio.run(self._serve(False)), name="liteyuki-host")
+        if lowlevel.check_timeout(timeout) is None:
+            raise TypeError("timeout must be a number of seconds, got None")
+        self._claim_run()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                self._run_loop(handle_signals=False)
+            except BaseException as exc:  # handed to the caller of running()
+                failure.append(exc)
+            finally:
+                self._finish()
+
+        thread = threading.Thread(target=serve, name="liteyuki-host")
         thread.start()
         if not self._started.wait(timeout):
             self.stop()
+            thread.join(timeout)  # stopped (or still stopping) when the caller learns it
             raise RuntimeError(f"the host did not start within {timeout} s")
+        if failure:
+            thread.join(timeout)
+            raise RuntimeError(f"the host failed to start: {failure[0]!r}") from failure[0]
         try:
             yield self
         finally:
@@ -114,7 +171,11 @@ class LiteyukiBot:
             thread.join(timeout)
 
     def stop(self) -> None:
-        """Ask the host to stop (any thread); ``run()`` returns once every child is gone."""
+        """Ask the host to stop (any thread, any moment, even before or during start-up);
+        ``run()`` returns once every child is gone."""
+        self._stop_flag.set()
+        if self._state == _RUNNING:
+            self.process_manager.begin_shutdown()  # no child spawned after this call
         loop, event = self._loop, self._stop_requested
         if loop is not None and event is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -129,10 +190,57 @@ class LiteyukiBot:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
 
+    # -- lifecycle ----------------------------------------------------------------
+    def _claim_run(self) -> None:
+        with _bot_lock:
+            if self._state == _NEW and _bot is self:
+                self._state = _RUNNING
+                return
+            state = self._state
+        if state == _RUNNING:
+            raise RuntimeError("this LiteyukiBot is already running")
+        if state == _STOPPED:
+            raise RuntimeError(
+                "this LiteyukiBot has stopped and does not run again; create a new LiteyukiBot "
+                "(its children, channels and store start afresh)"
+            )
+        raise RuntimeError("this LiteyukiBot was replaced by a newer LiteyukiBot(...) in this process; run that one")
+
+    def _finish(self) -> None:
+        with _bot_lock:
+            self._state = _STOPPED
+        self._started.set()
+        self._stopped.set()
+
+    def _run_loop(self, handle_signals: bool) -> None:
+        """``asyncio.run(self._serve())`` without its joins: a task that refuses to be
+        cancelled or a thread in the default executor cannot hold the host's exit."""
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve(handle_signals, loop))
+        finally:
+            try:
+                leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in leftovers:
+                    task.cancel()
+                if leftovers:
+                    loop.run_until_complete(asyncio.wait(leftovers, timeout=_LEFTOVER_WAIT))
+                for task in leftovers:
+                    if not task.done():
+                        logger.warning(f"task {task.get_name()} ignored cancellation; left behind")
+                        task._log_destroy_pending = False  # type: ignore[attr-defined]  # reported above
+                loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=1.0))
+            finally:
+                executor = getattr(loop, "_default_executor", None)
+                if executor is not None:
+                    executor.shutdown(wait=False)
+                loop.close()
+
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         if self._signals == 1:
             logger.info(f"received {signal.Signals(signum).name}; stopping")
+            self.process_manager.begin_shutdown()  # no child spawned after the signal
             assert self._stop_requested is not None
             self._stop_requested.set()
         else:
@@ -150,26 +258,49 @@ class LiteyukiBot:
             except FileNotFoundError as exc:
                 logger.error(str(exc))
 
-    async def _serve(self, handle_signals: bool) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = self.lifespan.loop = loop
+    async def _until_stopped(self, job: asyncio.Future[Any]) -> bool:
+        """Wait for ``job`` unless a stop comes first (then cancel it); True if it finished."""
+        assert self._stop_requested is not None
+        if not self._stop_requested.is_set():
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            try:
+                await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+        if self._stop_requested.is_set():  # the stop wins, even a tie
+            job.cancel()
+            return False
+        job.result()
+        return True
+
+    async def _serve(self, handle_signals: bool, loop: asyncio.AbstractEventLoop) -> None:
         self._stop_requested = asyncio.Event()
+        self._loop = self.lifespan.loop = loop
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal, signum)
+        if self._stop_flag.is_set():  # stop() came before the loop existed
+            self.process_manager.begin_shutdown()
+            self._stop_requested.set()
         dispatcher.bind(loop)
+        grace = float(self.config.get("stop_grace", 5.0))
         try:
             self._load_plugins()
-            await self.lifespan.run("before_start")
-            await loop.run_in_executor(None, self.process_manager.start_all)
-            self.lifespan.start_background("after_start")
-            self._started.set()
-            await self._stop_requested.wait()
+            # A stop (signal or stop()) during start-up ends it at once: a before_start hook
+            # still running is left behind, and no child is spawned after the stop.
+            if await self._until_stopped(loop.create_task(self.lifespan.run("before_start"))) and (
+                await self._until_stopped(in_daemon_thread(self.process_manager.start_all, name="liteyuki-start"))
+            ):
+                self.lifespan.start_background("after_start")
+                self._started.set()
+                await self._stop_requested.wait()
         finally:
             self._started.set()
-            await self.lifespan.cancel_background()
-            await loop.run_in_executor(None, self.process_manager.stop_all)
-            await self.lifespan.run("after_shutdown")
+            # Hooks share one budget of stop_grace seconds (children get their own).
+            deadline = loop.time() + grace
+            await self.lifespan.cancel_background(grace)
+            await in_daemon_thread(self.process_manager.stop_all, name="liteyuki-stop")
+            await self.lifespan.run("after_shutdown", timeout=max(deadline - loop.time(), 0.0))
             dispatcher.unbind(loop)
             lowlevel.close_runtime(self.hub)
             if handle_signals:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -95,11 +96,14 @@ def test_expiry_in_host_and_child(host):
     name = unique()
     host({name: targets.agent})
     key = unique("ttl")
-    shared_memory.set(key, "v", ttl=0.2)
-    assert 0 < shared_memory.ttl(key) <= 0.2
+    # 1 s, not less: the child's get must come back before the key expires, also on a
+    # loaded machine (0.2 s failed there once).
+    expires = time.monotonic() + 1.0
+    shared_memory.set(key, "v", ttl=1.0)
+    assert 0 < shared_memory.ttl(key) <= 1.0
     assert ask(name, "get", key) == "v"
     done = threading.Event()
-    done.wait(0.3)  # waiting out a wall-clock expiry is the point of this test
+    done.wait(max(0.0, expires - time.monotonic()) + 0.05)  # waiting out a wall-clock expiry is the point
     assert ask(name, "get", key, "expired") == "expired"
     assert shared_memory.get(key) is None
     with pytest.raises(ValueError, match=r"ttl must be a positive number"):

@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._loopcall import call_in_loop, settle
 from ._typecheck import matches
+from ._validate import check_bool, check_name, check_size, check_timeout, safe_repr, safe_str, type_name
 from ._wire import dumps, loads
 
 __all__ = ["Channel", "forget_local_ends", "local_end", "local_end_names", "local_ends"]
@@ -40,6 +41,7 @@ Callback = Callable[[Any], Any]
 FilterFunc = Callable[[Any], "bool | Awaitable[bool]"]
 
 DEFAULT_BUFFER_SIZE = 100_000
+MAX_BUFFER_SIZE = 1_000_000_000
 # A receiving end reports what it consumed (the credit it gives back) after this many
 # messages, or whenever its buffer runs empty; what it consumed but had not reported
 # yet is what may be delivered twice if its process dies (see docs/RELIABILITY.md).
@@ -103,6 +105,7 @@ class _EndState:
         "dropped",
         "generation",
         "hint",
+        "hint_conflict",
         "mode",
         "name",
         "scheduled",
@@ -115,6 +118,7 @@ class _EndState:
         self.name = name
         self.what = f"message on channel {name!r}"  # for errors; built once, not per send
         self.hint: Any = None
+        self.hint_conflict: str | None = None  # [#11] two element types for this name (see __orig_class__)
         self.type_check = True
         self.capacity = DEFAULT_BUFFER_SIZE
         self.cond = threading.Condition(threading.Lock())
@@ -275,12 +279,13 @@ class Channel(Generic[T]):
     name: str
     _state: _EndState
 
-    def __new__(cls, name: str, *args: Any, **kwargs: Any) -> Channel[Any]:
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise ValueError(f"channel name must be a non-empty str of at most 200 characters, got {name!r:.80}")
-        size = kwargs.get("buffer_size", args[1] if len(args) > 1 else None)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"buffer_size must be a positive int, got {size!r}")
+    def __new__(cls, name: str, type_check: bool | None = None, buffer_size: int | None = None) -> Channel[Any]:
+        # [#11] Every argument is checked before the end exists (or an existing one changes).
+        name = check_name(name, "name")
+        if type_check is not None:
+            check_bool(type_check, "type_check")
+        if buffer_size is not None:
+            check_size(buffer_size, "buffer_size", maximum=MAX_BUFFER_SIZE)
         with _ends_lock:
             existing = _ends.get(name)
             if existing is not None:
@@ -301,6 +306,31 @@ class Channel(Generic[T]):
                 current().declare_receiver(state)  # the host adjusts the credit it holds
         if type_check is not None:
             state.type_check = type_check
+
+    # [#11] typing sets __orig_class__ after Channel[T](name) returned the (maybe existing)
+    # end: one element type per channel name per process, a clear error when two disagree.
+    # Python 3.10/3.11 let the error out of Channel[T](...); later versions swallow it, so
+    # there the conflict is kept and raised by every send.
+    @property
+    def __orig_class__(self) -> Any:
+        return self.__dict__.get("_orig_class")
+
+    @__orig_class__.setter
+    def __orig_class__(self, alias: Any) -> None:
+        hint = (getattr(alias, "__args__", None) or (None,))[0]
+        if isinstance(hint, TypeVar):
+            return
+        state = self._state
+        if state.hint is not None and not _same_hint(state.hint, hint):
+            message = (
+                f"channel {self.name!r} was created in this process as Channel[{_hint_name(state.hint)}] "
+                f"and again as Channel[{_hint_name(hint)}]: one element type per channel name"
+            )
+            if _TYPING_SWALLOWS_ERRORS:
+                state.hint_conflict = message
+            raise ChannelTypeError(message)
+        self.__dict__["_orig_class"] = alias
+        state.hint = hint
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (self.name, self._element_type())
@@ -323,7 +353,8 @@ class Channel(Generic[T]):
         state = self._state
         if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
-        if state.type_check:
+        check_timeout(timeout)  # [#11]
+        if state.type_check or state.hint_conflict is not None:
             self._check(data)
         runtime = current()
         runtime.send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
@@ -333,26 +364,33 @@ class Channel(Generic[T]):
         state = self._state
         if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
-        if state.type_check:
+        check_timeout(timeout)  # [#11]
+        if state.type_check or state.hint_conflict is not None:
             self._check(data)
         runtime = current()
         await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
 
     def _element_type(self) -> Any:
-        state = self._state
-        if state.hint is None:
-            # typing sets __orig_class__ in the instance dict; a dict lookup is much
-            # cheaper than getattr() failing with AttributeError on every send.
-            orig = self.__dict__.get("__orig_class__")
-            if orig is not None:
-                state.hint = orig.__args__[0]
-        return state.hint
+        return self._state.hint  # [#11] set by the __orig_class__ setter
 
     def _check(self, data: Any) -> None:
-        hint = self._element_type()
-        if hint is not None and not matches(data, hint):
+        state = self._state
+        if state.hint_conflict is not None:
+            raise ChannelTypeError(state.hint_conflict)
+        hint = state.hint
+        if hint is None or not state.type_check:
+            return
+        # [#11] A value's hostile __eq__/__iter__/__class__ never changes the error type.
+        try:
+            ok = matches(data, hint)
+        except Exception as exc:
             raise ChannelTypeError(
-                f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {_safe_repr(data)}"
+                f"channel {self.name!r} carries {_hint_name(hint)}; checking a {type_name(data)} "
+                f"against it raised {type_name(exc)}: {safe_str(exc)}"
+            ) from None
+        if not ok:
+            raise ChannelTypeError(
+                f"channel {self.name!r} carries {_hint_name(hint)}, got {type_name(data)}: {safe_repr(data)}"
             )
 
     # -- passive mode ----------------------------------------------------
@@ -382,6 +420,7 @@ class Channel(Generic[T]):
     # -- active mode -----------------------------------------------------
     def receive(self, timeout: float | None = None) -> T:
         """Block until a message arrives (any thread); ``CommTimeoutError`` after ``timeout`` s."""
+        check_timeout(timeout)  # [#11]
         self._claim(_ACTIVE)
         state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -410,6 +449,7 @@ class Channel(Generic[T]):
 
     async def async_receive(self, timeout: float | None = None) -> T:
         """Await a message without parking a thread; ``CommTimeoutError`` after ``timeout`` s."""
+        check_timeout(timeout)  # [#11]
         self._claim(_ACTIVE)
         state = self._state
         loop = asyncio.get_running_loop()
@@ -546,4 +586,33 @@ def _safe_repr(value: Any) -> str:
 
 
 def _hint_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else repr(hint)
+    return hint.__name__ if isinstance(hint, type) else safe_repr(hint)
+
+
+def _typing_swallows_errors() -> bool:
+    """[#11] Whether ``Alias[T](...)`` hides an error raised while setting ``__orig_class__``."""
+
+    class Probe(Generic[T]):
+        @property
+        def __orig_class__(self) -> Any:
+            return None
+
+        @__orig_class__.setter
+        def __orig_class__(self, alias: Any) -> None:
+            raise LookupError
+
+    try:
+        Probe[int]()
+    except LookupError:
+        return False
+    return True
+
+
+_TYPING_SWALLOWS_ERRORS = _typing_swallows_errors()
+
+
+def _same_hint(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b

@@ -17,7 +17,7 @@ from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._ops import Operation, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
-from ._wire import Frame, Kind, dumps, encode, header, loads
+from ._wire import Frame, Kind, dumps, encode, header, loads, request_limit
 
 __all__ = ["ChildRuntime"]
 
@@ -89,7 +89,8 @@ class ChildRuntime(RuntimeBase):
         # the host link and could send it frames — pickles the host unpickles.
         sock.set_inheritable(False)
         self._sock = sock
-        self._reader = Reader(sock, "host", self._on_frames, self._lost, self.max_message_size + 65536)
+        # [#11] The decoder's bound makes room for a frame's own overhead (see FrameDecoder).
+        self._reader = Reader(sock, "host", self._on_frames, self._lost, self.max_message_size)
         self.writer.attach(sock)
         self._reader.start()
 
@@ -173,7 +174,9 @@ class ChildRuntime(RuntimeBase):
         ref = next(self._refs)
         self._pending[ref] = waiter
         try:
-            payload = dumps(fields_of(op), self.max_message_size + 65536)
+            # [#11] Each value in op was bounded by max_message_size already; the fields around
+            # them get room (compare_and_set carries two values), so exactly the limit passes.
+            payload = dumps(fields_of(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
             self.writer.put((header(Kind.REQUEST, type(op).__name__.encode(), len(payload), ref), payload))
         except BaseException:
             self._pending.pop(ref, None)

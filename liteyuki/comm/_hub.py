@@ -31,7 +31,7 @@ from typing import Any
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
 from ._link import Reader, Writer, close_socket
-from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel
+from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._store import MemoryStore
 from ._wire import Frame, Kind, dumps, encode, header, loads
@@ -364,7 +364,7 @@ class Hub(RuntimeBase):
                 name,
                 lambda frames: self._on_frames(peer, generation, frames),
                 lambda error: self._lost(peer, generation, error),
-                self.max_message_size + 65536,
+                self.max_message_size,  # [#11] the decoder adds a request's and a frame's own room
             )
         peer.writer.attach(sock)
         peer.reader.start()
@@ -477,7 +477,9 @@ class Hub(RuntimeBase):
         try:
             if op_class is None:
                 raise RemoteError(f"unknown operation {frame.name!r}")
-            result = self.execute(op_class(*loads(frame.payload, what=f"arguments of {frame.name!r}")))
+            op = op_class(*loads(frame.payload, what=f"arguments of {frame.name!r}"))
+            _check_value_sizes(op, self.max_message_size)  # [#11] a value's limit holds for a child's calls too
+            result = self.execute(op)
             if result is not None and len(result) > self.max_message_size:
                 # The child's reader would take a frame this large for garbage and drop the link.
                 raise MessageTooLargeError(
@@ -565,6 +567,15 @@ def message_runs(frames: list[Frame]) -> Iterator[tuple[Frame, list[bytes] | Non
             j += 1
         yield frame, [f.payload for f in frames[i:j]]
         i = j
+
+
+def _check_value_sizes(op: Operation, limit: int) -> None:
+    # [#11] The child's facade checks each value; this holds the limit against any other sender.
+    for value in fields_of(op):
+        if type(value) is bytes and len(value) > limit:
+            raise MessageTooLargeError(
+                f"a value in {op.method!r} is {len(value)} bytes pickled, above the maximum message size of {limit}"
+            )
 
 
 def _pickle_error(exc: BaseException) -> bytes:

@@ -7,14 +7,14 @@ from typing import Any
 from ._channel import Channel, local_end, local_ends
 from ._context import current
 from ._errors import ChannelNotFoundError
+from ._validate import check_name, type_name
 
 __all__ = ["get_channel", "get_channels", "set_channel", "set_channels"]
 
 
 def get_channel(name: str) -> Channel[Any]:
     """This process's end of channel ``name``; ``ChannelNotFoundError`` if no process registered it."""
-    if not isinstance(name, str):
-        raise TypeError(f"channel name must be a str, got {type(name).__name__}")
+    name = check_name(name, "name")  # [#11]
     ends = local_ends()
     if name in ends:
         return ends[name]
@@ -27,8 +27,9 @@ def get_channel(name: str) -> Channel[Any]:
 
 def set_channel(name: str, channel: Channel[Any]) -> None:
     """Register ``channel`` under ``name`` so every process can ``get_channel`` it."""
+    name = check_name(name, "name")
     if not isinstance(channel, Channel):
-        raise TypeError(f"set_channel needs a Channel, got {type(channel).__name__}")
+        raise TypeError(f"channel must be a Channel, got {type_name(channel)}")
     if channel.name != name:
         raise ValueError(f"channel {channel.name!r} cannot be registered under another name {name!r}")
     current().register_channel(name)
@@ -36,9 +37,12 @@ def set_channel(name: str, channel: Channel[Any]) -> None:
 
 def set_channels(channels: dict[str, Channel[Any]]) -> None:
     """``set_channel`` for each item (all are checked before any is registered)."""
+    if not isinstance(channels, dict):
+        raise TypeError(f"channels must be a dict of name -> Channel, got {type_name(channels)}")
     for name, channel in channels.items():
+        check_name(name, "name")
         if not isinstance(channel, Channel) or channel.name != name:
-            raise ValueError(f"set_channels needs name -> Channel of that name, got {name!r} -> {channel!r}")
+            raise ValueError(f"set_channels needs name -> Channel of that name, got {name!r} -> {type_name(channel)}")
     for name, channel in channels.items():
         set_channel(name, channel)
 

@@ -14,6 +14,7 @@ import struct
 from typing import Any, NamedTuple
 
 from ._errors import MessageTooLargeError, ProtocolError, SerializationError
+from ._validate import safe_repr, safe_str, type_name
 
 __all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "header", "loads"]
 
@@ -22,6 +23,15 @@ _HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
 _BODY = struct.Struct("!BQH")
 HEADER_SIZE = _HEADER.size
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+# A request's payload is its operation's fields: at most two values of up to
+# max_message_size each (compare_and_set's expected and new) plus the key, the
+# ttl and the pickle around them, which get this much room.
+REQUEST_ROOM = 64 * 1024
+
+
+def request_limit(max_message_size: int) -> int:
+    """The largest pickled field tuple of a request (the values in it are bounded one by one)."""
+    return 2 * max_message_size + REQUEST_ROOM
 
 
 class Kind(enum.IntEnum):
@@ -71,7 +81,8 @@ class FrameDecoder:
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
-        self._max_size = max_size + _BODY.size + 65535
+        # The largest payload (a request's fields) plus the frame's own header and name.
+        self._max_size = request_limit(max_size) + _BODY.size + 65535
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         buf = self._buffer
@@ -126,7 +137,8 @@ def dumps(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE_SIZE, what: str = "value
     try:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise SerializationError(f"{what} of type {type(obj).__name__} cannot be pickled: {exc}") from exc
+        # safe_str: an exception raised by a hostile __reduce__ must not replace this error.
+        raise SerializationError(f"{what} of type {type_name(obj)} cannot be pickled: {safe_str(exc)}") from exc
     if len(data) > max_size:
         raise MessageTooLargeError(f"{what} is {len(data)} bytes pickled, above the maximum message size of {max_size}")
     return data
@@ -137,4 +149,4 @@ def loads(data: bytes, what: str = "value") -> Any:
     try:
         return pickle.loads(data)
     except Exception as exc:
-        raise SerializationError(f"{what} cannot be unpickled here: {exc!r}") from exc
+        raise SerializationError(f"{what} cannot be unpickled here: {safe_repr(exc, 1000)}") from exc

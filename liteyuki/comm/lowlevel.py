@@ -19,6 +19,7 @@ from ._hub import Hub
 from ._link import Writer, new_socketpair
 from ._loopcall import call_in_loop
 from ._runtime_base import RuntimeBase
+from ._validate import check_timeout
 
 __all__ = [
     "CHILD_ENV",
@@ -28,6 +29,7 @@ __all__ = [
     "RuntimeBase",
     "Writer",
     "call_in_loop",
+    "check_timeout",
     "close_runtime",
     "current",
     "dispatcher",

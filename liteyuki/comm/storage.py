@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from ._context import current
 from ._dispatch import dispatcher
 from ._errors import SerializationError
-from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, Ttl
+from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
+from ._validate import check_bool, check_name, check_number, check_timeout, check_ttl, safe_repr, type_name
 from ._wire import dumps, loads
 
 __all__ = ["KeyValueStore", "shared_memory"]
@@ -36,14 +37,20 @@ def _value(value: Any) -> bytes:
 def _check_key(key: Any) -> None:
     try:
         hash(key)
-    except TypeError:
-        raise TypeError(f"shared_memory keys must be hashable, got {type(key).__name__}") from None
+    except Exception:  # whatever a hostile __hash__ raises, the caller gets TypeError
+        raise TypeError(f"shared_memory keys must be hashable, got {type_name(key)}") from None
 
 
 def _ttl(ttl: float | None) -> float | None:
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
-        raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
-    return ttl
+    return check_ttl(ttl)
+
+
+def _execute(op: StoreOp, timeout: float | None) -> bytes | None:
+    return current().execute(op, check_timeout(timeout))
+
+
+async def _async_execute(op: StoreOp, timeout: float | None) -> bytes | None:
+    return await current().async_execute(op, check_timeout(timeout))
 
 
 def _decode(raw: bytes | None, default: Any = None) -> Any:
@@ -52,7 +59,7 @@ def _decode(raw: bytes | None, default: Any = None) -> Any:
 
 def _snapshot(raw: bytes | None) -> dict[Any, Any]:
     items = _decode(raw, [])
-    return {key: loads(value, what=f"shared_memory value of {key!r}") for key, value in items}
+    return {key: loads(value, what=f"shared_memory value of {safe_repr(key)}") for key, value in items}
 
 
 # Operations are built (and their arguments checked) before anything is sent.
@@ -61,7 +68,28 @@ def _set(key: Any, value: Any, ttl: float | None) -> Set:
     return Set(key, _value(value), _ttl(ttl))
 
 
+def _get(key: Any) -> Get:
+    _check_key(key)
+    return Get(key)
+
+
+def _delete(key: Any, ignore_key_error: bool) -> Delete:
+    _check_key(key)
+    return Delete(key, check_bool(ignore_key_error, "ignore_key_error"))
+
+
+def _expire(key: Any, ttl: float | None) -> Expire:
+    _check_key(key)
+    return Expire(key, _ttl(ttl))
+
+
+def _ttl_op(key: Any) -> Ttl:
+    _check_key(key)
+    return Ttl(key)
+
+
 def _pop(key: Any, default: Any) -> Pop:
+    _check_key(key)
     return Pop(key, None if default is _MISSING else _value(default))
 
 
@@ -72,9 +100,10 @@ def _setdefault(key: Any, default: Any) -> SetDefault:
 
 def _incr(key: Any, amount: Any) -> Incr:
     _check_key(key)
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise TypeError(f"incr amount must be a number, got {type(amount).__name__}")
-    return Incr(key, amount)
+    # Exactly int or float: the host unpickles the amount, and must not import a subclass.
+    if type(amount) not in (int, float):
+        raise TypeError(f"amount must be an int or float, got {type_name(amount)}")
+    return Incr(key, check_number(amount, "amount"))
 
 
 def _compare_and_set(key: Any, expected: Any, new: Any) -> CompareAndSet:
@@ -89,87 +118,86 @@ class KeyValueStore:
 
     def get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         """The value of ``key``, or ``default`` when it is absent (or expired)."""
-        return _decode(current().execute(Get(key), timeout), default)
+        return _decode(_execute(_get(key), timeout), default)
 
     def set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl`` the key expires after that many seconds."""
-        current().execute(_set(key, value, ttl), timeout)
+        _execute(_set(key, value, ttl), timeout)
 
     def delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
         """Remove ``key``; a missing key raises ``KeyError`` unless ``ignore_key_error``."""
-        current().execute(Delete(key, ignore_key_error), timeout)
+        _execute(_delete(key, ignore_key_error), timeout)
 
     def pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
         """Remove ``key`` and return its value (``KeyError`` if absent and no default)."""
-        return _decode(current().execute(_pop(key, default), timeout))
+        return _decode(_execute(_pop(key, default), timeout))
 
     def setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         """Return the value of ``key``; store and return ``default`` if it is absent."""
-        return _decode(current().execute(_setdefault(key, default), timeout))
+        return _decode(_execute(_setdefault(key, default), timeout))
 
     def incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
         """Atomically add ``amount`` to a number (absent counts as 0); return the new value."""
-        return _decode(current().execute(_incr(key, amount), timeout))
+        return _decode(_execute(_incr(key, amount), timeout))
 
     def compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
         """Store ``new`` only if the value equals ``expected`` (``None``: the key is absent)."""
-        return bool(_decode(current().execute(_compare_and_set(key, expected, new), timeout)))
+        return bool(_decode(_execute(_compare_and_set(key, expected, new), timeout)))
 
     def expire(self, key: Any, ttl: float | None, *, timeout: float | None = None) -> bool:
         """Set (or with None remove) the expiry of ``key``; False if the key does not exist."""
-        return bool(_decode(current().execute(Expire(key, _ttl(ttl)), timeout)))
+        return bool(_decode(_execute(_expire(key, ttl), timeout)))
 
     def ttl(self, key: Any, *, timeout: float | None = None) -> float | None:
         """Seconds until ``key`` expires; None without expiry; ``KeyError`` if absent."""
-        return _decode(current().execute(Ttl(key), timeout))
+        return _decode(_execute(_ttl_op(key), timeout))
 
     def get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
         """A snapshot of the whole store (changing it changes nothing shared)."""
-        return _snapshot(current().execute(GetAll(), timeout))
+        return _snapshot(_execute(GetAll(), timeout))
 
     def clear(self, *, timeout: float | None = None) -> None:
         """Remove every key."""
-        current().execute(Clear(), timeout)
+        _execute(Clear(), timeout)
 
     # -- async twins: same arguments, same results, same errors -------------------
     async def async_get(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
-        return _decode(await current().async_execute(Get(key), timeout), default)
+        return _decode(await _async_execute(_get(key), timeout), default)
 
     async def async_set(self, key: Any, value: Any, *, ttl: float | None = None, timeout: float | None = None) -> None:
-        await current().async_execute(_set(key, value, ttl), timeout)
+        await _async_execute(_set(key, value, ttl), timeout)
 
     async def async_delete(self, key: Any, ignore_key_error: bool = True, *, timeout: float | None = None) -> None:
-        await current().async_execute(Delete(key, ignore_key_error), timeout)
+        await _async_execute(_delete(key, ignore_key_error), timeout)
 
     async def async_pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
-        return _decode(await current().async_execute(_pop(key, default), timeout))
+        return _decode(await _async_execute(_pop(key, default), timeout))
 
     async def async_setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
-        return _decode(await current().async_execute(_setdefault(key, default), timeout))
+        return _decode(await _async_execute(_setdefault(key, default), timeout))
 
     async def async_incr(self, key: Any, amount: int | float = 1, *, timeout: float | None = None) -> int | float:
-        return _decode(await current().async_execute(_incr(key, amount), timeout))
+        return _decode(await _async_execute(_incr(key, amount), timeout))
 
     async def async_compare_and_set(self, key: Any, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
-        return bool(_decode(await current().async_execute(_compare_and_set(key, expected, new), timeout)))
+        return bool(_decode(await _async_execute(_compare_and_set(key, expected, new), timeout)))
 
     async def async_expire(self, key: Any, ttl: float | None, *, timeout: float | None = None) -> bool:
-        return bool(_decode(await current().async_execute(Expire(key, _ttl(ttl)), timeout)))
+        return bool(_decode(await _async_execute(_expire(key, ttl), timeout)))
 
     async def async_ttl(self, key: Any, *, timeout: float | None = None) -> float | None:
-        return _decode(await current().async_execute(Ttl(key), timeout))
+        return _decode(await _async_execute(_ttl_op(key), timeout))
 
     async def async_get_all(self, *, timeout: float | None = None) -> dict[Any, Any]:
-        return _snapshot(await current().async_execute(GetAll(), timeout))
+        return _snapshot(await _async_execute(GetAll(), timeout))
 
     async def async_clear(self, *, timeout: float | None = None) -> None:
-        await current().async_execute(Clear(), timeout)
+        await _async_execute(Clear(), timeout)
 
     # -- publish / subscribe ------------------------------------------------------
     def publish(self, channel: str, data: Any) -> None:
         """Send ``data`` to every ``on_subscriber_receive(channel)`` callback in every process."""
-        if not isinstance(channel, str) or not channel or len(channel) > 200:  # a frame name holds 64 KiB
-            raise ValueError(f"publish channel must be a non-empty str of at most 200 characters, got {channel!r:.80}")
+        channel = check_name(channel, "channel")
         current().publish(channel, dumps(data, current().max_message_size, what=f"data published on {channel!r}"))
 
     async def async_publish(self, channel: str, data: Any) -> None:
@@ -178,10 +206,7 @@ class KeyValueStore:
 
     def on_subscriber_receive(self, channel: str) -> Callable[[F], F]:
         """Decorator: run the function (sync or async, on this process's loop) for each publish."""
-        if not isinstance(channel, str) or not channel or len(channel) > 200:
-            raise ValueError(
-                f"subscriber channel must be a non-empty str of at most 200 characters, got {channel!r:.80}"
-            )
+        channel = check_name(channel, "channel")
 
         def decorator(func: F) -> F:
             if not callable(func):

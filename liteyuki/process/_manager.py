@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 from .. import log
 from ..comm import ProtocolError
-from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, new_socketpair
+from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair
 from ..log import logger
 from ._child import ChildSpec, child_main
 
@@ -38,6 +39,7 @@ class _Run:
     ready: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
+    connected: bool = False  # said "ready": it can stop cooperatively
     started_at: float = 0.0
 
 
@@ -97,6 +99,13 @@ class ProcessManager:
             raise ValueError(f"process name must be a non-empty identifier-like str, got {name!r}")
         if not callable(target):
             raise TypeError(f"target of process {name!r} must be callable, got {type(target).__name__}")
+        try:  # what the spawn will send the child: refused now, not when the host starts
+            pickle.dumps((target, tuple(args), dict(kwargs or {})))
+        except Exception as exc:
+            raise TypeError(
+                f"target, args and kwargs of process {name!r} must pickle (a module-level function, "
+                f"picklable arguments): {type(exc).__name__}: {exc}"
+            ) from None
         with self._lock:
             if name in self._children:
                 raise ValueError(f"a process named {name!r} was already added")
@@ -129,6 +138,7 @@ class ProcessManager:
     # -- start -------------------------------------------------------------------
     def start(self, name: str, timeout: float | None = None) -> None:
         """Spawn child ``name`` and wait until it is connected (its channels are live)."""
+        check_timeout(timeout)  # before anything is spawned
         child = self._child(name)
         with self._lock:
             if self._closing:
@@ -152,23 +162,41 @@ class ProcessManager:
             self._hub.attach(name, host_sock)
             self._ensure_supervisor()
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
-        # `ready` is set by the child's hello, or by the supervisor when the child exits first.
+        # `ready` is set by the child's hello, by the supervisor when the child exits first,
+        # or by a shutdown (which must not wait for a slow start-up).
         if not run.ready.wait(limit):
             raise RuntimeError(f"process {name!r} did not connect within {limit} s")
+        if self._closing and not run.connected:
+            raise RuntimeError(f"process {name!r} was stopped during start-up")
         if run.exited.is_set():
             raise RuntimeError(f"process {name!r} exited during start-up (exit code {process.exitcode})")
         logger.debug(f"process {name!r} started (pid {process.pid})")
 
     def start_all(self) -> None:
         for name in list(self._children):
+            if self._closing:  # a stop during start-up: spawn nothing more
+                return
             try:
                 self.start(name)
             except RuntimeError as exc:
+                if self._closing:
+                    logger.info(str(exc))
+                    return
                 logger.error(str(exc))
+            except Exception:  # one child that cannot be spawned does not stop the others
+                logger.exception(f"process {name!r} could not be started")
+
+    def _release_starters(self) -> None:
+        # A shutdown wakes start() calls waiting for a child's hello (see start()).
+        with self._lock:
+            runs = [child.run for child in self._children.values()]
+        for run in runs:
+            run.ready.set()
 
     # -- stop ----------------------------------------------------------------------
     def stop(self, name: str, grace: float | None = None) -> None:
         """Hooks, a stop request, ``grace`` s, SIGTERM, as long again, SIGKILL. Never restarted."""
+        check_timeout(grace, "grace")  # before any hook runs or anything is sent
         child = self._child(name)
         with self._lock:  # the run a concurrent restart's start() may just have replaced
             run = child.run
@@ -182,13 +210,19 @@ class ProcessManager:
         proc = run.process
         if proc is None:
             return
-        try:
-            self._hub.control(child.name, "stop", str(grace).encode())
-        except Exception:  # the link may already be gone; the signals below still work
-            pass
-        for step in (None, signal.SIGTERM, signal.SIGKILL):
+        steps: tuple[signal.Signals | None, ...] = (None, signal.SIGTERM, signal.SIGKILL)
+        if not run.connected:
+            # Still starting up (no hello yet): nothing in it can stop cooperatively.
+            steps = steps[1:]
+        else:
+            try:
+                self._hub.control(child.name, "stop", str(grace).encode())
+            except Exception:  # the link may already be gone; the signals below still work
+                pass
+        for step in steps:
             if step is not None and proc.pid is not None:
-                logger.warning(f"process {child.name!r} did not stop in time; sending {step.name}")
+                why = "did not stop in time" if run.connected else "is still starting up"
+                logger.warning(f"process {child.name!r} {why}; sending {step.name}")
                 try:
                     os.kill(proc.pid, step)
                 except ProcessLookupError:
@@ -211,11 +245,17 @@ class ProcessManager:
                 run.exited.set()
         return run.exited.is_set()
 
-    def stop_all(self, grace: float | None = None) -> None:
-        """Stop every child in parallel; return when all are gone."""
-        with self._lock:
+    def begin_shutdown(self) -> None:
+        """From now on nothing is spawned, and a start-up in progress stops waiting (any thread)."""
+        with self._lock:  # a spawn in progress completes first, and is then stopped by stop_all
             self._closing = True
             self._closed.set()
+        self._release_starters()
+
+    def stop_all(self, grace: float | None = None) -> None:
+        """Stop every child in parallel; return when all are gone."""
+        check_timeout(grace, "grace")
+        self.begin_shutdown()
         threads = [
             threading.Thread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}")
             for name in self._children
@@ -235,6 +275,7 @@ class ProcessManager:
             self._closing = True
             self._closed.set()
             children = list(self._children.values())
+        self._release_starters()
         for child in children:
             child.run.stopping = True
             proc = child.process
@@ -365,6 +406,7 @@ class ProcessManager:
         if child is None:
             return
         if op == "ready":
+            child.run.connected = True
             child.ready.set()
         elif op == "restart":
             threading.Thread(target=self.restart, args=(peer,), daemon=True).start()

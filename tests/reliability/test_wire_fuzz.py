@@ -104,7 +104,8 @@ def test_each_kind_of_garbage_has_its_own_message(data, error):
 
 def test_a_length_above_the_maximum_is_refused_before_anything_is_buffered():
     decoder = FrameDecoder(max_size=1000)
-    limit = 1000 + struct.calcsize("!BQH") + 65535
+    # a request may carry two values (compare_and_set) plus its fields' room, then the header and name
+    limit = 2 * 1000 + 64 * 1024 + struct.calcsize("!BQH") + 65535
     assert decoder.feed(struct.pack("!I", limit)) == []  # in range: waits for the rest
     with pytest.raises(ProtocolError, match=rf"^frame length {limit + 1} is out of range$"):
         FrameDecoder(max_size=1000).feed(struct.pack("!I", limit + 1))
