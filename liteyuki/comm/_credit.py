@@ -93,7 +93,7 @@ class Credit:
         with self._cond:
             self.available += n
             n += wake
-            if n <= 0 or self.available <= 0:
+            if n <= 0 or self.available <= 0 or not (self._sync_waiters or self._async_waiters):
                 return
             if self._sync_waiters:
                 self._cond.notify(n)

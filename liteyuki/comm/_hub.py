@@ -143,8 +143,10 @@ class Hub(RuntimeBase):
 
     # -- sending from this process ---------------------------------------
     def send(self, name: str, payload: bytes, timeout: float | None) -> None:
-        with self._lock:
-            route = self._route(name)
+        route = self._routes.get(name)
+        if route is None:
+            with self._lock:
+                route = self._route(name)
         if not route.host_credit.try_take():
             if on_event_loop():
                 raise self._full(name)
@@ -162,8 +164,24 @@ class Hub(RuntimeBase):
 
     def _queue_local(self, route: _Route, payload: bytes) -> None:
         with self._lock:
-            route.pending.append((route.next_seq, HOST, 0, payload))
-            route.next_seq += 1
+            seq = route.next_seq
+            route.next_seq = seq + 1
+            if not route.pending:
+                # The common case, kept short: nothing waits, so the message goes straight
+                # to the next end with credit (the same choice _pump would make).
+                receiver = self._pick(route, HOST)
+                if receiver is not None:
+                    receiver.credit -= 1
+                    receiver.inflight.append((seq, payload))
+                    route.host_credit.give(1)
+                    if receiver.process == HOST:
+                        receiver.sink.deliver([payload])
+                    else:
+                        writer = self._peers[receiver.process].writer
+                        if writer is not None:
+                            writer.put((header(Kind.MESSAGE, route.raw_name, len(payload)), payload))
+                    return
+            route.pending.append((seq, HOST, 0, payload))
             self._pump(route)
 
     def _full(self, name: str) -> ChannelFullError:
@@ -254,7 +272,7 @@ class Hub(RuntimeBase):
             return
         local: dict[int, tuple[Any, list[bytes]]] = {}
         host_done = 0
-        grants: collections.Counter[str] = collections.Counter()
+        grants: dict[str, int] | None = None
         peers = self._peers
         waiting: list[tuple[int, str, int, bytes]] = []
         blocked: set[str] = set()
@@ -279,7 +297,9 @@ class Hub(RuntimeBase):
                     peer = peers.get(sender)
                     if peer is not None and peer.generation == generation:
                         peer.queued[route.name] -= 1
-                        grants[sender] += 1
+                        if grants is None:
+                            grants = {}
+                        grants[sender] = grants.get(sender, 0) + 1
             receiver.inflight.append((seq, payload))
             if receiver.process == HOST:
                 local.setdefault(id(receiver), (receiver.sink, []))[1].append(payload)
@@ -293,7 +313,7 @@ class Hub(RuntimeBase):
             sink.deliver(payloads)
         if host_done:
             route.host_credit.give(host_done)
-        for name, n in grants.items():
+        for name, n in (grants or {}).items():
             writer = peers[name].writer
             if writer is not None:
                 writer.put((encode(Kind.SEND_CREDIT, route.name, b"", n),))

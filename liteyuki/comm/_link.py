@@ -28,6 +28,13 @@ _CHUNK = 1 << 20
 _JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer; larger go as iovecs
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
+# A sender that finds the link written to less than WINDOW ago leaves its frame queued;
+# frames wait until MAX_AGE has passed or 64 KiB are queued, then the sender at hand (or
+# the backstop's timer, at the end of a burst) writes them in one go: a burst of small
+# messages costs a few large writes, not one system call each, while a message sent on
+# an idle link goes out at once.
+WINDOW = 30e-6
+MAX_AGE = 500e-6
 
 
 class Writer:
@@ -43,6 +50,9 @@ class Writer:
         self._sock: socket.socket | None = None
         self._busy = False  # a thread is writing (or the backstop owns the write)
         self._backstop_wanted = False
+        self._armed = False  # frames wait for the coalescing window to close
+        self._last = 0.0  # when the last write ended
+        self._since = 0.0  # when the oldest queued frame was queued
         self._closed = False
         self._thread: threading.Thread | None = None
         # Called (no lock held) when the backstop has written everything queued: a hub
@@ -75,9 +85,22 @@ class Writer:
                     self._cond.wait(remaining)
                 if self._closed:
                     raise BrokenPeerError(f"connection to {self.peer!r} is closed")
+            waiting = bool(self._queue)
             self._queue.extend(parts)
             self._queued += size
             if self._busy or self._sock is None:
+                return
+            # Write now if the link is idle (nothing written for a window), or what waits has
+            # waited long enough, or enough waits; else leave it to the next sender or the
+            # backstop's timer: a busy link is written in batches.
+            now = time.perf_counter()
+            if not waiting:
+                self._since = now
+            if (now - self._since < MAX_AGE if waiting else now - self._last < WINDOW) and self._queued < _JOIN_BELOW:
+                if not self._armed:
+                    self._armed = True
+                    self._ensure_backstop()
+                    self._cond.notify_all()
                 return
             self._busy = True
         self._drain()
@@ -91,6 +114,7 @@ class Writer:
                     sock = self._sock
                     if not self._queue or sock is None:
                         self._busy = False
+                        self._last = time.perf_counter()  # the window runs from the end of a write
                         self._cond.notify_all()
                         return
                     bufs = _batch(self._queue, self._queued)
@@ -124,10 +148,23 @@ class Writer:
     def _backstop(self) -> None:
         while True:
             with self._lock:
-                while not self._backstop_wanted and not self._closed:
+                while not self._backstop_wanted and not self._armed and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
+                if not self._backstop_wanted:  # armed: flush when the coalescing window closes
+                    delay = self._since + WINDOW - time.perf_counter()
+                    if delay > 0:
+                        self._lock.release()
+                        try:
+                            time.sleep(delay)  # a timer, not synchronisation
+                        finally:
+                            self._lock.acquire()
+                    self._armed = False
+                    if self._busy or not self._queue:
+                        continue  # a sender wrote it meanwhile
+                    self._busy = True
+                    self._last = time.perf_counter()
                 self._backstop_wanted = False
                 sock = self._sock
                 if sock is None:
@@ -190,7 +227,9 @@ class Writer:
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued was handed to the socket (False on timeout)."""
         with self._lock:
-            return self._cond.wait_for(lambda: self._closed or self._sock is None or not self._busy, timeout)
+            return self._cond.wait_for(
+                lambda: self._closed or self._sock is None or (not self._busy and not self._queue), timeout
+            )
 
     @property
     def queued_bytes(self) -> int:
