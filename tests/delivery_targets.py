@@ -142,3 +142,70 @@ def model_receiver(name: str) -> None:
             chan.close()
             active_channel.send((os.getpid(), "closed", carry))
             carry = []
+
+
+def lane_agent() -> None:
+    """Commands for the lane tests, answered on the active channel."""
+
+    def fork_and_get(key: str) -> tuple[Any, Any]:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the forked grandchild: its own lane, not its parent's
+            try:
+                os.write(write, repr(shared_memory.get(key)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        got = os.read(read, 1000).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+        return got, shared_memory.get(key)
+
+    def interrupted(key: str, rounds: int) -> tuple[int, Any]:
+        import signal
+
+        interrupts = 0
+        for i in range(rounds):
+            timer = threading.Timer(0.0005 * (i % 7), lambda: os.kill(os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                for _ in range(50):
+                    shared_memory.get(key)
+            except KeyboardInterrupt:
+                interrupts += 1
+            timer.join()
+        return interrupts, shared_memory.get(key)
+
+    def threads(key: str, n: int) -> tuple[list[Any], int]:
+        results: list[Any] = []
+        for _ in range(n):  # one after another: each thread's lane ends with it
+            t = threading.Thread(target=lambda: results.append(shared_memory.get(key)))
+            t.start()
+            t.join()
+        import gc
+
+        gc.collect()
+        return results, lowlevel.current()._lanes.count
+
+    commands = {"fork_and_get": fork_and_get, "interrupted": interrupted, "threads": threads}
+
+    @passive_channel.on_receive()
+    async def on_command(cmd: Any) -> None:
+        op, *args = cmd
+        if op == "fence":  # an async set queued on the main link, then a sync get on a lane
+            key, rounds = args
+            stale = 0
+            for i in range(rounds):
+                import asyncio
+
+                task = asyncio.ensure_future(shared_memory.async_set(key, i))
+                await asyncio.sleep(0)  # the set's frame is queued on the main link now
+                if shared_memory.get(key) != i:
+                    stale += 1
+                await task
+            active_channel.send(("fence", stale))
+            return
+        result = await __import__("asyncio").to_thread(commands[op], *args)
+        active_channel.send(result)
+
+    threading.Event().wait()

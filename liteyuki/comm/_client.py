@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import socket
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
 from ._hub import message_runs
+from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._ops import Operation, fields_of
@@ -77,17 +79,26 @@ class ChildRuntime(RuntimeBase):
         self.on_host_lost: Callable[[BaseException | None], None] = lambda error: None
         self._sock: socket.socket | None = None
         self._reader: Reader | None = None
+        self._lanes: ChildLanes | None = None
 
     @property
     def link_lost(self) -> bool:
         return self._broken is not None
 
-    def connect(self, sock: socket.socket) -> None:
-        """Start talking to the host on ``sock``; frames queued until now go first."""
-        sock.setblocking(True)
-        # The fd arrives inheritable: a program this child runs (os.system, exec) would hold
+    def connect(self, sock: socket.socket, handoff: socket.socket | None = None) -> None:
+        """Start talking to the host on ``sock``; frames queued until now go first.
+
+        With ``handoff``, sync storage calls use per-thread lanes handed over on it.
+        """
+        # The fds arrive inheritable: a program this child runs (os.system, exec) would hold
         # the host link and could send it frames — pickles the host unpickles.
-        sock.set_inheritable(False)
+        for s in (sock, handoff):
+            if s is not None:
+                s.setblocking(True)
+                s.set_inheritable(False)
+        if handoff is not None:
+            self._lanes = ChildLanes(handoff, self.max_message_size + 65536, lambda: self.writer.frames)
+            os.register_at_fork(after_in_child=self._lanes.forget_after_fork)
         self._sock = sock
         # [#11] The decoder's bound makes room for a frame's own overhead (see FrameDecoder).
         self._reader = Reader(sock, "host", self._on_frames, self._lost, self.max_message_size)
@@ -186,6 +197,20 @@ class ChildRuntime(RuntimeBase):
         return ref
 
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        lanes = self._lanes
+        if lanes is not None:
+            self._check_alive()
+            limit = self.call_timeout if timeout is None else timeout
+            payload = dumps(fields_of(op), self.max_message_size + 65536)
+            try:
+                answer = lanes.call(type(op).__name__, payload, limit)
+            except ConnectionError as exc:
+                raise BrokenPeerError(self._broken or f"the host connection was lost ({exc})") from exc
+            if answer is not None:
+                kind, raw = answer
+                if kind is Kind.RESULT:
+                    return raw or None
+                raise loads(raw, what="error from the host")
         waiter = _Waiter()
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
@@ -248,6 +273,8 @@ class ChildRuntime(RuntimeBase):
 
     def close(self) -> None:
         self._broken = self._broken or "the host connection was closed"
+        if self._lanes is not None:
+            self._lanes.close()
         if self._reader is not None:
             self._reader.stop()
         self.writer.close()

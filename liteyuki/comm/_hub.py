@@ -30,6 +30,7 @@ from typing import Any
 
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
+from ._lanes import serve_handoff
 from ._link import Reader, Writer, close_socket
 from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
@@ -84,6 +85,9 @@ class _Peer:
         self.queued: collections.Counter[str] = collections.Counter()  # its messages waiting per channel
         self.publish_dropped = 0
         self.backed_up = False  # messages were held back: it stopped reading
+        self.frames_read = 0  # frames of its main link handled so far (lane requests fence on it)
+        self.fence = threading.Condition(threading.Lock())
+        self.fence_waiters = 0
 
 
 class Hub(RuntimeBase):
@@ -367,12 +371,13 @@ class Hub(RuntimeBase):
         self._topics.add(topic)
 
     # -- children -----------------------------------------------------------
-    def attach(self, name: str, sock: socket.socket) -> None:
-        """Connect child ``name``'s socket: start reading it and writing to it."""
+    def attach(self, name: str, sock: socket.socket, handoff: socket.socket | None = None) -> None:
+        """Connect child ``name``'s socket (and the socket its threads' lanes come over)."""
         peer = self._peers[name]
         with self._lock:
             peer.generation += 1
             generation = peer.generation
+            peer.frames_read = 0
             peer.sock = sock
             peer.topics = set()
             peer.queued = collections.Counter()
@@ -388,6 +393,33 @@ class Hub(RuntimeBase):
             )
         peer.writer.attach(sock)
         peer.reader.start()
+        if handoff is not None:
+            threading.Thread(
+                target=serve_handoff,
+                args=(
+                    handoff,
+                    name,
+                    self._answer,
+                    lambda fence: self._wait_for_fence(peer, generation, fence),
+                    self.max_message_size + 65536,
+                    lambda error: self._lost(peer, generation, error),
+                ),
+                name=f"liteyuki-lanes-{name}",
+                daemon=True,
+            ).start()
+
+    def _wait_for_fence(self, peer: _Peer, generation: int, fence: int) -> None:
+        """Hold a lane's request until the main link's frames sent before it are handled."""
+        if peer.frames_read >= fence:
+            return
+        with peer.fence:
+            peer.fence_waiters += 1
+            try:
+                peer.fence.wait_for(
+                    lambda: peer.frames_read >= fence or peer.generation != generation, self.call_timeout
+                )
+            finally:
+                peer.fence_waiters -= 1
 
     def detach(self, name: str, drain: float = 5.0) -> None:
         """Forget child ``name``'s connection once its process is gone.
@@ -437,6 +469,15 @@ class Hub(RuntimeBase):
     def _on_frames(self, peer: _Peer, generation: int, frames: list[Frame]) -> None:
         if peer.generation != generation:
             return
+        try:
+            self._handle_frames(peer, frames)
+        finally:
+            peer.frames_read += len(frames)
+            if peer.fence_waiters:
+                with peer.fence:
+                    peer.fence.notify_all()
+
+    def _handle_frames(self, peer: _Peer, frames: list[Frame]) -> None:
         for frame, payloads in message_runs(frames):
             kind = frame.kind
             if payloads is not None:
@@ -492,13 +533,14 @@ class Hub(RuntimeBase):
                 receiver.credit += n
             self._pump(route)
 
-    def _serve(self, peer: _Peer, frame: Frame) -> None:
-        op_class = OPERATIONS.get(frame.name)
+    def _answer(self, op_name: str, payload: bytes) -> tuple[Kind, bytes]:
+        """Carry out a child's request: (RESULT, pickled answer) or (FAILURE, pickled error)."""
+        op_class = OPERATIONS.get(op_name)
         try:
             if op_class is None:
-                raise RemoteError(f"unknown operation {frame.name!r}")
-            op = op_class(*loads(frame.payload, what=f"arguments of {frame.name!r}"))
-            _check_value_sizes(op, self.max_message_size)  # [#11] a value's limit holds for a child's calls too
+                raise RemoteError(f"unknown operation {op_name!r}")
+            op = op_class(*loads(payload, what=f"arguments of {op_name!r}"))
+            _check_value_sizes(op, self.max_message_size)  # a value's limit holds for a child's calls too
             result = self.execute(op)
             if result is not None and len(result) > self.max_message_size:
                 # The child's reader would take a frame this large for garbage and drop the link.
@@ -506,9 +548,13 @@ class Hub(RuntimeBase):
                     f"the answer to {op_class.method!r} is {len(result)} bytes pickled, "
                     f"above the maximum message size of {self.max_message_size}"
                 )
-            reply = (header(Kind.RESULT, b"", len(result or b""), frame.ref), result or b"")
+            return Kind.RESULT, result or b""
         except Exception as exc:  # the caller gets it, with its own type where it pickles
-            reply = (encode(Kind.FAILURE, "", _pickle_error(exc), frame.ref),)
+            return Kind.FAILURE, _pickle_error(exc)
+
+    def _serve(self, peer: _Peer, frame: Frame) -> None:
+        kind, answer = self._answer(frame.name, frame.payload)
+        reply = (header(kind, b"", len(answer), frame.ref), answer)
         writer = peer.writer
         if writer is not None:
             try:

@@ -58,6 +58,7 @@ class Writer:
         # Called (no lock held) when the backstop has written everything queued: a hub
         # that held messages back from a backed-up peer hands them over again.
         self.on_drained: Callable[[], None] | None = None
+        self.frames = 0  # frames put so far (a lane's request fences on it)
 
     # -- producers -------------------------------------------------------
     def put(self, parts: tuple[bytes, ...] | list[bytes], *, wait: float | None = 0.0, what: str = "") -> None:
@@ -88,6 +89,7 @@ class Writer:
             waiting = bool(self._queue)
             self._queue.extend(parts)
             self._queued += size
+            self.frames += 1
             if self._busy or self._sock is None:
                 return
             # Write now if the link is idle (nothing written for a window), or what waits has

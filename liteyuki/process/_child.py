@@ -41,6 +41,7 @@ class ChildSpec:
     kwargs: dict[str, Any]
     sock: socket.socket
     config: dict[str, Any] = field(default_factory=dict)
+    handoff: socket.socket | None = None  # where this child's threads hand their lanes to the host
 
 
 _stop_lock = threading.Lock()
@@ -155,7 +156,7 @@ def child_main(spec: ChildSpec) -> None:
     runtime.configure(config)
     runtime.on_host_lost = lambda error: _on_host_lost(error)
     runtime.on_control = lambda op, payload: _on_control(op, payload)
-    runtime.connect(spec.sock)
+    runtime.connect(spec.sock, spec.handoff)
     _watch_parent()
     runtime.control("ready", str(os.getpid()).encode())
 

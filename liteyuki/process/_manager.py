@@ -7,6 +7,7 @@ import multiprocessing.connection
 import os
 import pickle
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -148,7 +149,10 @@ class ProcessManager:
             if child.process is not None and not child.exited.is_set() and child.process.is_alive():
                 return
             host_sock, child_sock = new_socketpair()
-            spec = ChildSpec(name, child.target, child.args, child.kwargs, child_sock, dict(self._config))
+            host_handoff, child_handoff = socket.socketpair()
+            spec = ChildSpec(
+                name, child.target, child.args, child.kwargs, child_sock, dict(self._config), child_handoff
+            )
             process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
             os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
             try:
@@ -156,10 +160,11 @@ class ProcessManager:
             finally:
                 del os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV]
             child_sock.close()
+            child_handoff.close()
             # A new run (fresh events, stopping False) in the same lock hold as the attach:
             # the old run's exit handler checks `child.run is run` under this lock.
             run = child.run = _Run(process, started_at=time.monotonic())
-            self._hub.attach(name, host_sock)
+            self._hub.attach(name, host_sock, host_handoff)
             self._ensure_supervisor()
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
         # `ready` is set by the child's hello, by the supervisor when the child exits first,

@@ -1,5 +1,6 @@
-"""No one else gets in: no listening socket, no inet socket, and each socketpair end is held
-only by the host and the one child it was made for (see docs/RELIABILITY.md, trust model)."""
+"""No one else gets in: no listening socket, no inet socket, and every socket a child holds is
+an AF_UNIX socketpair leading to its host (or to itself), held by nobody else
+(see docs/RELIABILITY.md, trust model)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_no_listening_socket_and_no_one_else_holds_an_end(host):
     bot = host({name: targets.agent for name in names})
     for name in names:
         assert ask(name, "echo", "up") == "up"  # connected and talking
+        assert ask(name, "get", "k") is None  # a sync store call: the thread's lane
     me = psutil.Process()
     children = {bot.process_manager.pid(name): name for name in names}
     procs = [me, *(psutil.Process(pid) for pid in children)]
@@ -54,10 +56,14 @@ def test_no_listening_socket_and_no_one_else_holds_an_end(host):
         peer_holders = sockets.get(peer, ("", 0, set()))[2]
         assert holders <= ours and peer_holders <= ours, f"socket {inode} ({holders}) <-> {peer} ({peer_holders})"
         for pid in children:
+            if pid in holders:
+                # a child's socket is its alone, and leads to itself (a self-pipe) or to its host
+                assert holders == {pid} and peer_holders <= {pid, me.pid}, (inode, holders, peer_holders)
             if holders == {pid} and peer_holders == {me.pid}:
                 links.setdefault(pid, []).append(inode)
-    # exactly one link per child, held by that child alone; its other end by the host alone
-    assert {pid: len(inodes) for pid, inodes in links.items()} == {pid: 1 for pid in children}
+    # per child: the main link, the hand-off socket and one lane (the thread that called the
+    # store), each held by that child alone, its other end by the host alone
+    assert {pid: len(inodes) for pid, inodes in links.items()} == {pid: 3 for pid in children}
     print(f"\nsecurity: {len(procs)} processes, 0 inet and 0 listening sockets; links {links}")
 
 

@@ -1,0 +1,228 @@
+"""Per-thread lanes: a sync storage call does its own I/O on its thread's own socket.
+
+A child thread's first sync call makes a socketpair and hands one end to the
+host over the hand-off socket made at spawn (``SCM_RIGHTS``). From then on the
+thread writes its request and reads its own answer on a blocking socket — no
+reader thread in between, no hop, no lock shared with other threads. In the
+host one thread per lane reads the request and answers it inline.
+
+Ordering: a request carries a fence, the number of frames the thread's process
+had queued on its main link before it; the host answers only once it has
+handled that many frames of the main link, so a call made after a ``send`` or
+an ``async_set`` sees its effects. Answers are not ordered with channel
+messages still in flight towards the caller.
+
+A lane is dropped (and made again on the next call) when a call is interrupted
+(Ctrl+C) or times out in the middle, when the thread ends, and in a forked child
+(it must not share its parent's lanes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+from ._errors import CommTimeoutError, ProtocolError
+from ._wire import FrameDecoder, Kind, encode, header
+
+__all__ = ["MAX_LANES", "ChildLanes", "serve_handoff"]
+
+MAX_LANES = 32  # per child: more threads than this fall back to the main link
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _set_timeout(sock: socket.socket, seconds: float) -> None:
+    # A kernel timeout (SO_RCVTIMEO) rather than a Python-level one: no poll before
+    # every recv, and the socket stays in blocking mode.
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
+
+
+class _Lane:
+    __slots__ = ("decoder", "on_close", "pid", "seq", "sock", "timeout")
+
+    def __init__(self, sock: socket.socket, max_size: int, on_close: Callable[[], None]) -> None:
+        self.sock = sock
+        self.decoder = FrameDecoder(max_size)
+        self.seq = 0
+        self.timeout = -1.0
+        self.pid = os.getpid()
+        self.on_close: Callable[[], None] | None = on_close
+
+    def close(self) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is None:
+            return
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.pid == os.getpid():
+            on_close()
+
+    def __del__(self) -> None:  # the thread that owned it ended: its lane goes with it
+        self.close()
+
+
+class ChildLanes:
+    """The child's side: one lane per thread, made on first use."""
+
+    def __init__(self, handoff: socket.socket, max_size: int, fence: Callable[[], int]) -> None:
+        self._handoff = handoff
+        self._max_size = max_size
+        self._fence = fence
+        self._local = threading.local()
+        # Re-entrant: a lane's finaliser (garbage collection, in any thread) counts it out.
+        self._lock = threading.RLock()
+        self._count = 0
+        self._closed = False
+
+    def _lane(self) -> _Lane | None:
+        lane: _Lane | None = getattr(self._local, "lane", None)
+        if lane is not None and lane.pid == os.getpid():
+            return lane
+        with self._lock:
+            if self._closed or self._count >= MAX_LANES:
+                return None
+            ours, theirs = socket.socketpair()
+            try:
+                socket.send_fds(self._handoff, [b"L"], [theirs.fileno()])
+            except OSError:
+                ours.close()
+                return None
+            finally:
+                theirs.close()
+            self._count += 1
+        lane = _Lane(ours, self._max_size, self._released)
+        self._local.lane = lane
+        return lane
+
+    def _released(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    @property
+    def count(self) -> int:
+        """Lanes this process holds now."""
+        return self._count
+
+    def call(self, op_name: str, payload: bytes, timeout: float) -> tuple[Kind, bytes] | None:
+        """Send one request on this thread's lane and read its answer; None: no lane here."""
+        lane = self._lane()
+        if lane is None:
+            return None
+        lane.seq = seq = (lane.seq + 1) & 0xFFFFFFFF
+        ref = (self._fence() << 32) | seq
+        try:
+            if lane.timeout != timeout:
+                _set_timeout(lane.sock, timeout)
+                lane.timeout = timeout
+            lane.sock.sendmsg([header(Kind.REQUEST, op_name.encode(), len(payload), ref), payload])
+            while True:
+                try:
+                    chunk = lane.sock.recv(1 << 16)
+                except BlockingIOError:  # SO_RCVTIMEO ran out
+                    raise CommTimeoutError(f"the host did not answer {op_name!r} within {timeout} s") from None
+                if not chunk:
+                    raise ConnectionError("the host closed this thread's lane")
+                for frame in lane.decoder.feed(chunk):
+                    if frame.ref == ref:
+                        return frame.kind, frame.payload
+        except BaseException:
+            # Interrupted, timed out or broken in the middle of a call: this lane's stream
+            # is no longer in step. Drop it; the next call makes a new one.
+            self._drop(lane)
+            raise
+
+    def _drop(self, lane: _Lane) -> None:
+        lane.close()
+        if getattr(self._local, "lane", None) is lane:
+            del self._local.lane
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the lanes belong to the parent; make new ones here (the hand-off
+        socket is shared with the parent, but each hand-off is one message under its lock)."""
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._count = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._handoff.close()
+        except OSError:
+            pass
+
+
+def serve_handoff(
+    handoff: socket.socket,
+    peer: str,
+    answer: Callable[[str, bytes], tuple[Kind, bytes]],
+    wait_for_fence: Callable[[int], None],
+    max_size: int,
+    on_error: Callable[[BaseException], None],
+) -> None:
+    """The host's side: take lanes from ``handoff`` and answer each on a thread of its own."""
+    live = [0]
+    count_lock = threading.Lock()
+
+    def released() -> None:
+        with count_lock:
+            live[0] -= 1
+
+    try:
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(handoff, 16, 4)
+            except OSError:
+                return
+            if not fds:
+                return  # end of stream: the child is gone
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                with count_lock:
+                    if live[0] >= MAX_LANES or sock.family != socket.AF_UNIX:
+                        sock.close()
+                        continue
+                    live[0] += 1
+                threading.Thread(
+                    target=_serve_lane,
+                    args=(sock, answer, wait_for_fence, max_size, on_error, released),
+                    name=f"liteyuki-lane-{peer}",
+                    daemon=True,
+                ).start()
+    finally:
+        handoff.close()
+
+
+def _serve_lane(
+    sock: socket.socket,
+    answer: Callable[[str, bytes], tuple[Kind, bytes]],
+    wait_for_fence: Callable[[int], None],
+    max_size: int,
+    on_error: Callable[[BaseException], None],
+    released: Callable[[], None],
+) -> None:
+    decoder = FrameDecoder(max_size)
+    try:
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return
+            for frame in decoder.feed(chunk):
+                if frame.kind is not Kind.REQUEST:
+                    raise ProtocolError(f"a lane carried a {frame.kind.name} frame")
+                wait_for_fence(frame.ref >> 32)
+                kind, payload = answer(frame.name, frame.payload)
+                sock.sendall(encode(kind, "", payload, frame.ref))
+    except ProtocolError as exc:
+        on_error(exc)
+    except OSError:
+        pass  # the child (or its thread) is gone
+    finally:
+        sock.close()
+        released()

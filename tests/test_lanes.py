@@ -1,0 +1,80 @@
+"""Per-thread lanes for sync storage calls (issue 12): fences, fork, Ctrl+C, thread exit, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from liteyuki.comm import get_channel
+from liteyuki.comm.storage import shared_memory
+
+from . import delivery_targets as dt
+from .conftest import unique
+
+
+def _ask(name: str, *cmd: object, timeout: float = 30) -> object:
+    get_channel(f"{name}-passive").send(cmd)
+    return get_channel(f"{name}-active").receive(timeout=timeout)
+
+
+def _lane_threads(name: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name == f"liteyuki-lane-{name}")
+
+
+@pytest.mark.timeout(60)
+def test_a_sync_call_after_an_async_set_sees_it(host):
+    name = unique()
+    host({name: dt.lane_agent})
+    assert _ask(name, "fence", unique("k"), 300) == ("fence", 0)
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_gets_its_own_lane(host):
+    name, key = unique(), unique("k")
+    host({name: dt.lane_agent})
+    shared_memory.set(key, "value")
+    assert _ask(name, "fork_and_get", key) == ("'value'", "value")
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_the_middle_of_calls_drops_the_lane_and_the_next_call_works(host):
+    name, key = unique(), unique("k")
+    host({name: dt.lane_agent})
+    shared_memory.set(key, 42)
+    interrupts, after = _ask(name, "interrupted", key, 40)
+    assert interrupts > 0 and after == 42
+
+
+@pytest.mark.timeout(60)
+def test_a_thread_that_ends_releases_its_lane(host):
+    name, key = unique(), unique("k")
+    host({name: dt.lane_agent})
+    shared_memory.set(key, 7)
+    results, lanes_left = _ask(name, "threads", key, 60)  # more threads than the cap of 32
+    assert results == [7] * 60
+    assert lanes_left <= 2  # the worker thread of to_thread may still hold one
+    deadline = time.monotonic() + 10
+    while _lane_threads(name) > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the host's lane threads with a deadline
+    assert _lane_threads(name) <= 2
+
+
+@pytest.mark.timeout(60)
+def test_lanes_die_with_their_child(host):
+    name, key = unique(), unique("k")
+    restarted = threading.Event()
+    bot = host({name: dt.lane_agent}, restart_backoff=0.1)
+    bot.on_after_restart(lambda n: restarted.set() if n == name else None)
+    shared_memory.set(key, 1)
+    assert _ask(name, "threads", key, 3)[0] == [1, 1, 1]
+    os.kill(bot.process_manager.pid(name), signal.SIGKILL)
+    assert restarted.wait(20)
+    deadline = time.monotonic() + 10
+    while _lane_threads(name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _lane_threads(name) == 0
+    assert _ask(name, "threads", key, 2)[0] == [1, 1]
