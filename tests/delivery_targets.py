@@ -161,21 +161,6 @@ def lane_agent() -> None:
         os.waitpid(pid, 0)
         return got, shared_memory.get(key)
 
-    def interrupted(key: str, rounds: int) -> tuple[int, Any]:
-        import signal
-
-        interrupts = 0
-        for i in range(rounds):
-            timer = threading.Timer(0.0005 * (i % 7), lambda: os.kill(os.getpid(), signal.SIGINT))
-            timer.start()
-            try:
-                for _ in range(50):
-                    shared_memory.get(key)
-            except KeyboardInterrupt:
-                interrupts += 1
-            timer.join()
-        return interrupts, shared_memory.get(key)
-
     def threads(key: str, n: int) -> tuple[list[Any], int]:
         results: list[Any] = []
         for _ in range(n):  # one after another: each thread's lane ends with it
@@ -187,7 +172,7 @@ def lane_agent() -> None:
         gc.collect()
         return results, lowlevel.current()._lanes.count
 
-    commands = {"fork_and_get": fork_and_get, "interrupted": interrupted, "threads": threads}
+    commands = {"fork_and_get": fork_and_get, "threads": threads}
 
     @passive_channel.on_receive()
     async def on_command(cmd: Any) -> None:
@@ -208,4 +193,28 @@ def lane_agent() -> None:
         result = await __import__("asyncio").to_thread(commands[op], *args)
         active_channel.send(result)
 
+    threading.Event().wait()
+
+
+def interrupted_calls(key: str, rounds: int) -> None:
+    """Sync store calls on the main thread while SIGINT (Ctrl+C) lands at varying moments:
+    each interrupted lane is dropped, and the next call works. Reports (interrupts, value)."""
+    import signal
+
+    interrupts = 0
+    for i in range(rounds):
+        timer = threading.Timer(0.0002 + 0.0005 * (i % 7), lambda: os.kill(os.getpid(), signal.SIGINT))
+        try:
+            timer.start()
+            for _ in range(50):
+                shared_memory.get(key)
+            timer.join()
+        except KeyboardInterrupt:
+            interrupts += 1
+        while timer.is_alive() or not timer.finished.is_set():
+            try:
+                timer.join()  # a SIGINT that comes after the calls lands here
+            except KeyboardInterrupt:
+                interrupts += 1
+    active_channel.send((interrupts, shared_memory.get(key)))
     threading.Event().wait()

@@ -43,9 +43,8 @@ def test_a_forked_child_gets_its_own_lane(host):
 @pytest.mark.timeout(60)
 def test_ctrl_c_in_the_middle_of_calls_drops_the_lane_and_the_next_call_works(host):
     name, key = unique(), unique("k")
-    host({name: dt.lane_agent})
-    shared_memory.set(key, 42)
-    interrupts, after = _ask(name, "interrupted", key, 40)
+    host({name: (dt.interrupted_calls, (key, 40))}, setup=lambda bot: shared_memory.set(key, 42))
+    interrupts, after = get_channel(f"{name}-active").receive(timeout=30)
     assert interrupts > 0 and after == 42
 
 

@@ -97,7 +97,7 @@ class ChildRuntime(RuntimeBase):
                 s.setblocking(True)
                 s.set_inheritable(False)
         if handoff is not None:
-            self._lanes = ChildLanes(handoff, self.max_message_size + 65536, lambda: self.writer.frames)
+            self._lanes = ChildLanes(handoff, self.max_message_size, lambda: self.writer.frames)
             os.register_at_fork(after_in_child=self._lanes.forget_after_fork)
         self._sock = sock
         # [#11] The decoder's bound makes room for a frame's own overhead (see FrameDecoder).
@@ -201,7 +201,7 @@ class ChildRuntime(RuntimeBase):
         if lanes is not None:
             self._check_alive()
             limit = self.call_timeout if timeout is None else timeout
-            payload = dumps(fields_of(op), self.max_message_size + 65536)
+            payload = dumps(fields_of(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
             try:
                 answer = lanes.call(type(op).__name__, payload, limit)
             except ConnectionError as exc:

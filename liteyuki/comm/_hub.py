@@ -401,7 +401,7 @@ class Hub(RuntimeBase):
                     name,
                     self._answer,
                     lambda fence: self._wait_for_fence(peer, generation, fence),
-                    self.max_message_size + 65536,
+                    self.max_message_size,
                     lambda error: self._lost(peer, generation, error),
                 ),
                 name=f"liteyuki-lanes-{name}",
