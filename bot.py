@@ -1,7 +1,9 @@
-"""`python bot.py`: the Liteyuki host, with NoneBot (console adapter) as its child `nonebot`.
+"""`python bot.py`: the Liteyuki host, with NoneBot as its child process `nonebot`.
 
-Host plugins come from `[tool.liteyuki]` in pyproject.toml, NoneBot plugins from
-`[tool.nonebot]` (where `nb plugin install` writes them).
+Copy this file into a NoneBot project folder (next to its pyproject.toml) and run it
+there: host plugins come from `[tool.liteyuki]`, NoneBot's adapters and plugins from
+`[tool.nonebot]` (where `nb plugin install` / `nb adapter install` write them), and
+NoneBot reads the folder's `.env` files itself (DRIVER, HOST, PORT, SUPERUSERS…).
 `python bot.py --reload`: development mode (README: "Development mode").
 """
 
@@ -13,6 +15,8 @@ from liteyuki.process import run_nonebot
 
 HERE = Path(__file__).resolve().parent
 
+# The guard is required: children are spawned, and a spawned process imports this
+# file again; without it the host reports one error and exits.
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the Liteyuki host with NoneBot as its child process.")
     parser.add_argument("--reload", action="store_true", help="restart what changed when a plugin or config is edited")

@@ -10,13 +10,22 @@ from typing import TypeVar
 
 from ._bot import LiteyukiBot as LiteyukiBot
 from ._bot import get_bot as get_bot
+from ._config import ConfigError as ConfigError
+from ._config import UnknownSettingError as UnknownSettingError
 from ._config import get_config as get_config
 from ._plugins import load_plugin as load_plugin
 from ._plugins import load_plugins as load_plugins
+from ._status import Status as Status
+from ._status import async_status as async_status
+from ._status import status as status
 from .log import logger as logger
 
 __all__ = [
+    "ConfigError",
     "LiteyukiBot",
+    "Status",
+    "UnknownSettingError",
+    "async_status",
     "get_bot",
     "get_config",
     "load_plugin",
@@ -28,6 +37,7 @@ __all__ = [
     "on_before_process_restart",
     "on_before_process_shutdown",
     "on_before_start",
+    "status",
 ]
 
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
 import threading
@@ -12,11 +13,13 @@ from typing import Any, TypeVar
 
 from . import _config, _reload, log
 from ._lifespan import Lifespan, in_daemon_thread
-from ._plugins import load_plugin, load_plugins, plugins_from_pyproject
+from ._plugins import load_plugin, load_plugins
+from ._status import Status, local_status
 from .comm import lowlevel
 from .comm.lowlevel import dispatcher
 from .log import logger
 from .process import ProcessManager
+from .process._child import MAIN_GUARD_EXIT
 
 __all__ = ["LiteyukiBot", "get_bot"]
 
@@ -39,6 +42,12 @@ def _in_child() -> bool:
 def get_bot() -> LiteyukiBot:
     """The LiteyukiBot of this (host) process."""
     if _bot is None:
+        if _in_child():
+            raise RuntimeError(
+                f"get_bot() works in the host process only; this is the child process "
+                f"{os.environ.get(lowlevel.CHILD_ENV)!r}, which has no LiteyukiBot: use liteyuki.status() for "
+                "the host's state and channels (liteyuki.comm) or shared_memory to talk to it"
+            )
         raise RuntimeError("no LiteyukiBot in this process: create LiteyukiBot(...) in the host first")
     return _bot
 
@@ -46,9 +55,11 @@ def get_bot() -> LiteyukiBot:
 class LiteyukiBot:
     """The host process: ``LiteyukiBot(**config).run()``.
 
-    Configuration keys and defaults are in ``liteyuki._config.DEFAULTS``; every
-    child gets a copy (``get_config`` works there too). ``plugins`` and
-    ``plugin_dirs`` add host plugins to those listed in ``pyproject.toml``.
+    Configuration: ``liteyuki._config.HostConfig`` (keys, ranges, defaults), merged
+    with ``LITEYUKI_*`` variables, ``.env`` and ``[tool.liteyuki]``; a bad or unknown
+    key raises ``ConfigError`` here and changes nothing. Every child gets a copy
+    (``get_config`` works there too). ``plugins`` and ``plugin_dirs`` add to those
+    in ``pyproject.toml``.
 
     One bot runs per process: creating another while one runs is a
     ``RuntimeError`` that changes nothing. A bot runs once: after it stopped,
@@ -57,6 +68,7 @@ class LiteyukiBot:
 
     def __init__(self, **config: Any) -> None:
         global _bot
+        _refuse_spawn_reimport()
         if _in_child():
             # It would replace the child's link to its host with a hub of its own.
             raise RuntimeError("LiteyukiBot runs in the host process, not in one of its children")
@@ -73,7 +85,7 @@ class LiteyukiBot:
             _bot = self
 
     def _setup(self, config: dict[str, Any]) -> None:
-        self.config = _config.set_config(config)
+        self.config = _config.set_config(_config.build_config(config))
         log.install(self.config["log_level"], self.config["language"])
         self.lifespan = Lifespan()
         self.hub = lowlevel.new_hub(self.config)
@@ -85,6 +97,9 @@ class LiteyukiBot:
         self._stopped = threading.Event()
         self._stop_flag = threading.Event()  # stop() before the loop exists is kept here
         self._signals = 0
+        self._exit_code = 0
+        self.process_manager.status_provider = lambda: self.status().to_json()
+        self.process_manager.on_fatal = lambda message: self.stop()
         # Development mode (`--reload`): see liteyuki/_reload.py.
         self._reload = _reload.Reload(self) if _reload.requested(self.config) else None
 
@@ -138,6 +153,15 @@ class LiteyukiBot:
             self.process_manager.stop_all()
         finally:
             self._finish()
+        if self._exit_code:
+            raise SystemExit(self._exit_code)
+
+    def status(self) -> Status:
+        """A snapshot: processes, channels, store (README: "Status"); any thread."""
+        return local_status(self.process_manager.status(), role="host")
+
+    def _log_status(self) -> None:
+        logger.info(self.status().format())
 
     @contextlib.contextmanager
     def running(self, timeout: float = 60.0) -> Iterator[LiteyukiBot]:
@@ -248,11 +272,10 @@ class LiteyukiBot:
             self.process_manager.kill_all()
 
     def _load_plugins(self) -> None:
-        pyproject = self.config.get("pyproject")
-        modules, dirs = plugins_from_pyproject(pyproject) if pyproject else ([], [])
-        for module in [*modules, *self.config.get("plugins", [])]:
+        # [tool.liteyuki] lists and LiteyukiBot(plugins=..., plugin_dirs=...) merged by _config.
+        for module in self.config["plugins"]:
             load_plugin(module)
-        for directory in [*dirs, *self.config.get("plugin_dirs", [])]:
+        for directory in self.config["plugin_dirs"]:
             try:
                 load_plugins(directory)
             except FileNotFoundError as exc:
@@ -279,6 +302,7 @@ class LiteyukiBot:
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal, signum)
+            loop.add_signal_handler(signal.SIGUSR1, self._log_status)
         if self._stop_flag.is_set():  # stop() came before the loop existed
             self.process_manager.begin_shutdown()
             self._stop_requested.set()
@@ -291,6 +315,9 @@ class LiteyukiBot:
             if await self._until_stopped(loop.create_task(self.lifespan.run("before_start"))) and (
                 await self._until_stopped(in_daemon_thread(self.process_manager.start_all, name="liteyuki-start"))
             ):
+                if self.process_manager.fatal is not None:  # bot.py without its __main__ guard
+                    self._exit_code = 1
+                    self._stop_requested.set()
                 self.lifespan.start_background("after_start")
                 self._started.set()
                 await self._stop_requested.wait()
@@ -304,7 +331,15 @@ class LiteyukiBot:
             dispatcher.unbind(loop)
             lowlevel.close_runtime(self.hub)
             if handle_signals:
-                for signum in (signal.SIGINT, signal.SIGTERM):
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     loop.remove_signal_handler(signum)
             self._stopped.set()
             logger.info("liteyuki stopped")
+
+
+def _refuse_spawn_reimport() -> None:
+    """A child re-imports the main script while it bootstraps (spawn). Without the
+    ``__main__`` guard that would build a second host inside the child: exit at once
+    with a status the host reports as one clear error (never a hang)."""
+    if os.environ.get(lowlevel.CHILD_ENV) and getattr(multiprocessing.current_process(), "_inheriting", False):
+        os._exit(MAIN_GUARD_EXIT)

@@ -29,7 +29,13 @@ else:  # pragma: no cover
 
 
 def load_plugin(module_or_path: str | Path) -> ModuleType | None:
-    """Import one host plugin by dotted name or file/folder path; log and return None if it fails."""
+    """Import one host plugin by dotted name or file/folder path; log and return None if it fails.
+
+    A file or folder is imported under a module name of its own,
+    ``liteyuki_plugins.<name>`` (``liteyuki_plugins.<name>_2`` for a second file
+    of the same name), so a plugin named like an imported module (``random.py``)
+    still runs; loading the same path again returns the module already loaded.
+    """
     try:
         path = Path(module_or_path)
         if isinstance(module_or_path, Path) or module_or_path.endswith(".py") or path.exists():
@@ -39,7 +45,8 @@ def load_plugin(module_or_path: str | Path) -> ModuleType | None:
     except Exception:
         logger.exception(f"host plugin {module_or_path!s} failed to load")
         return None
-    logger.info(f"loaded host plugin {module.__name__}")
+    where = getattr(module, "__file__", None)
+    logger.info(f"loaded host plugin {module.__name__}" + (f" ({where})" if where else ""))
     return module
 
 
@@ -59,12 +66,34 @@ def load_plugins(directory: str | Path) -> list[ModuleType]:
     return loaded
 
 
+# The namespace host plugins loaded by path live in, and which file each name belongs to.
+NAMESPACE = "liteyuki_plugins"
+_by_path: dict[Path, str] = {}
+
+
+def _namespace() -> ModuleType:
+    package = sys.modules.get(NAMESPACE)
+    if package is None:
+        package = ModuleType(NAMESPACE, "Host plugins loaded by file path (liteyuki._plugins).")
+        package.__path__ = []  # a package, so `liteyuki_plugins.x` is a valid submodule name
+        sys.modules[NAMESPACE] = package
+    return package
+
+
 def _import_path(path: Path) -> ModuleType:
     path = path.resolve()
+    known = _by_path.get(path)
+    if known is not None and known in sys.modules:
+        return sys.modules[known]
     package_dir = path if path.is_dir() else None
-    name = path.stem if package_dir is None else path.name
-    if name in sys.modules:
-        return sys.modules[name]
+    stem = path.stem if package_dir is None else path.name
+    if not stem.isidentifier():
+        raise ImportError(f"host plugin {str(path)!r}: {stem!r} is not a valid module name")
+    namespace = _namespace()
+    name, n = f"{NAMESPACE}.{stem}", 1
+    while name in sys.modules:  # another file of the same name, loaded from elsewhere
+        n += 1
+        name = f"{NAMESPACE}.{stem}_{n}"
     location = package_dir / "__init__.py" if package_dir else path
     spec = importlib.util.spec_from_file_location(
         name, location, submodule_search_locations=[str(package_dir)] if package_dir else None
@@ -78,6 +107,8 @@ def _import_path(path: Path) -> ModuleType:
     except BaseException:
         del sys.modules[name]
         raise
+    setattr(namespace, name.rpartition(".")[2], module)
+    _by_path[path] = name
     return module
 
 

@@ -22,7 +22,7 @@ import loguru
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
 
-__all__ = ["LEVEL_NAMES", "install", "logger", "set_forward"]
+__all__ = ["LEVEL_NAMES", "adopt_nonebot", "install", "logger", "set_forward"]
 
 # NoneBot's default_filter compares the record's level with this; nothing reaches it.
 _ABOVE_EVERYTHING = 1_000_000
@@ -75,8 +75,11 @@ def _sink(message: Message) -> None:
     stream = sys.stdout
     if stream is None:
         return
-    stream.write(message)
-    stream.flush()
+    try:
+        stream.write(message)
+        stream.flush()
+    except ValueError:  # closed (a test's captured stdout, interpreter shutdown): nowhere to write
+        pass
 
 
 def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool | None = None) -> None:
@@ -126,3 +129,28 @@ def set_forward(forward: Callable[[str], bool] | None) -> None:
 def write_line(line: str) -> None:
     """Print an already formatted line where ours go (used for lines from another process)."""
     _sink(line)  # type: ignore[arg-type]
+
+
+def _nonebot_format(record: Record) -> str:
+    record["extra"]["liteyuki_level"] = _names.get(record["level"].name, record["level"].name)
+    tail = "\n{exception}" if record["exception"] else "\n"
+    return (
+        "<g>{time:YYYY-MM-DD HH:mm:ss}</g> [<lvl>{extra[liteyuki_level]}</lvl>] <c><u>{name}</u></c> | {message}" + tail
+    )
+
+
+def adopt_nonebot() -> None:
+    """Give NoneBot's own handler our timestamp and level names (its filter and sink stay).
+
+    Used in the NoneBot child of a Liteyuki host, so host, child and NoneBot lines read
+    as one log; ``nonebot.log.logger_id`` follows, since adapters look the handler up by it.
+    """
+    import nonebot.log as nonebot_log
+
+    try:
+        loguru.logger.remove(nonebot_log.logger_id)
+    except ValueError:
+        return  # someone else replaced NoneBot's handler already: leave theirs alone
+    nonebot_log.logger_id = loguru.logger.add(
+        sys.stdout, level=0, diagnose=False, filter=nonebot_log.default_filter, format=_nonebot_format
+    )

@@ -6,8 +6,11 @@ nonebug) the process is its own in-memory host.
 
 from __future__ import annotations
 
-from nonebot import get_driver, get_plugin_config
+from nonebot import get_driver, get_plugin_config, on_command
+from nonebot.permission import SUPERUSER
 from nonebot.plugin import PluginMetadata
+
+from liteyuki import async_status
 
 from ._bridge import Bridge
 from .config import Config
@@ -47,3 +50,12 @@ async def _start_liteyuki_comm() -> None:
 @driver.on_shutdown
 async def _stop_liteyuki_comm() -> None:
     bridge.stop()
+
+
+if plugin_config.liteyuki_comm_status_command.strip():
+    status_command = on_command(plugin_config.liteyuki_comm_status_command.strip(), permission=SUPERUSER, block=True)
+
+    @status_command.handle()
+    async def _show_status() -> None:
+        snapshot = await async_status()
+        await status_command.finish(snapshot.format())

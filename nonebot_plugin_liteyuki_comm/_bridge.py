@@ -16,6 +16,8 @@ from liteyuki.log import logger
 
 __all__ = ["Bridge"]
 
+_announced = threading.Event()  # the standalone line is printed once per process
+
 
 class Bridge:
     """What the plugin's startup and shutdown hooks do; both are safe to run twice."""
@@ -26,7 +28,13 @@ class Bridge:
     def start(self, lifespan: Any, detach_blocking_hooks: bool, language: str) -> None:
         if not log.installed():
             log.install(language=language)
-        current()  # standalone in-memory host when there is no Liteyuki host
+        runtime = current()  # standalone in-memory host when there is no Liteyuki host
+        if getattr(runtime, "role", "") == "standalone" and not _announced.is_set():
+            _announced.set()
+            logger.info(
+                "liteyuki-comm: standalone mode (no Liteyuki host): shared_memory and channels live in this "
+                "process only; run `python bot.py` to share them with a host"
+            )
         loop = asyncio.get_running_loop()
         if self.loop is loop:
             return

@@ -12,3 +12,7 @@ class Config(BaseModel):
 
     liteyuki_comm_log_language: str = "zh-CN"
     """Language of liteyuki log level names when no Liteyuki host configured it (zh-CN, en-US)."""
+
+    liteyuki_comm_status_command: str = "liteyuki status"
+    """The superusers' command that shows ``liteyuki.status()`` (with NoneBot's command
+    start: ``/liteyuki status``); an empty string switches it off."""

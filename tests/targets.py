@@ -50,6 +50,8 @@ COMMANDS: dict[str, Any] = {
     "publish": lambda topic, data: shared_memory.publish(topic, data),
     "subscribe": lambda topic: _subscribe(topic),
     "channel_names": lambda: sorted(__import__("liteyuki.comm", fromlist=["x"]).get_channels()),
+    "status": lambda: __import__("liteyuki").status(timeout=10).to_dict(),
+    "get_bot": lambda: _call(__import__("liteyuki").get_bot),
 }
 
 

@@ -72,8 +72,8 @@ logger.warning("careful")
 
 
 def test_get_config_in_host_and_defaults():
-    bot = liteyuki.LiteyukiBot(pyproject=None, custom_key="custom")
-    assert liteyuki.get_config("custom_key") == "custom"
+    bot = liteyuki.LiteyukiBot(pyproject=None, pending_limit=123)
+    assert liteyuki.get_config("pending_limit") == 123
     assert liteyuki.get_config("missing", 42) == 42
     assert liteyuki.get_bot() is bot
     bot.hub.close()
@@ -84,5 +84,5 @@ def test_host_plugins_load_from_a_directory(tmp_path):
     (tmp_path / "_private.py").write_text("raise SystemExit('must not load')\n")
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('broken on purpose')\n")
     modules = liteyuki.load_plugins(tmp_path)
-    assert [m.__name__ for m in modules] == ["good_plugin"]
+    assert [m.__name__ for m in modules] == ["liteyuki_plugins.good_plugin"]
     assert modules[0].LOADED is True

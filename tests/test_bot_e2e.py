@@ -36,7 +36,8 @@ ACTIVE = "Active receive: I am liteyuki main process active"
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 PASSIVE_LINE = re.compile(rf"^({STAMP}) \[ℹ️信息\] {PASSIVE}$")
 ACTIVE_LINE = re.compile(rf"^({STAMP}) \[ℹ️信息\] {ACTIVE}$")
-NONEBOT_LINE = re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d \[SUCCESS\] nonebot \| ")
+# NoneBot's own lines, in our timestamp format and level names (one log).
+NONEBOT_LINE = re.compile(rf"^{STAMP} \[✅成功\] nonebot \| ")
 STARTED = re.compile(r"nonebot \| Application startup completed")
 SHUT_DOWN = "Application shutdown complete"
 # Any log timestamp, ours (YYYY-MM-DD HH:MM:SS) or NoneBot's (MM-DD HH:MM:SS).
@@ -85,7 +86,8 @@ def nonebot_child(host_pid: int) -> psutil.Process | None:
             cmdline = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "multiprocessing.spawn" in cmdline and "resource_tracker" not in cmdline and alive(child):
+        spawned = "multiprocessing.spawn" in cmdline or cmdline.startswith("liteyuki: ")  # setproctitle
+        if spawned and "resource_tracker" not in cmdline and alive(child):
             return child
     return None
 
@@ -128,9 +130,9 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, what: str, int
 class HeadlessBot:
     """``python bot.py`` with stdin from /dev/null and stdout (+stderr) piped, in its own session."""
 
-    def __init__(self, args: tuple[str, ...] = ("bot.py",), cwd: Path = REPO) -> None:
+    def __init__(self, args: tuple[str, ...] = ("bot.py",), cwd: Path = REPO, command: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, *args],
+            command or [PYTHON, *args],
             cwd=cwd,
             env=clean_env(),
             stdin=subprocess.DEVNULL,

@@ -21,7 +21,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_nonebug_plugin_suite():
     env = {**os.environ, "LITEYUKI_PLUGIN_TESTS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/nonebot_plugin", "-q", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/nonebot_plugin",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "liteyuki.testing",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

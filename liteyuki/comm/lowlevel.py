@@ -9,6 +9,7 @@ between minor versions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ._channel import _park, forget_local_ends, local_end, local_ends
 from ._client import ChildRuntime
@@ -29,6 +30,7 @@ __all__ = [
     "RuntimeBase",
     "Writer",
     "call_in_loop",
+    "channel_status",
     "check_timeout",
     "close_runtime",
     "current",
@@ -38,8 +40,10 @@ __all__ = [
     "local_end",
     "new_hub",
     "new_socketpair",
+    "outbox_bytes",
     "release_receivers",
     "set_park_hook",
+    "store_status",
 ]
 
 
@@ -65,3 +69,64 @@ def close_runtime(runtime: RuntimeBase) -> None:
     forget_local_ends()
     if installed() is runtime:
         install(None)
+
+
+def channel_status() -> list[dict[str, Any]]:
+    """One plain dict per channel this process knows, sorted by name (the status view).
+
+    ``buffered``: unread messages per end in *this* process (``{process name: n}``);
+    ``waiting``: messages the host holds until a receiving end has room (host only);
+    ``receivers``: the processes that receive on it (host only); ``credit``: per
+    receiving end, how many more messages it may be handed now (host only);
+    ``outbox_bytes``: bytes the host has queued for the child whose
+    ``{child}-active`` / ``-passive`` this is (the two share that child's outbox), else 0.
+    """
+    runtime = current()
+    me = runtime.process_name
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(name: str) -> dict[str, Any]:
+        return rows.setdefault(
+            name, {"name": name, "buffered": {}, "waiting": 0, "receivers": [], "credit": None, "outbox_bytes": 0}
+        )
+
+    for name, end in local_ends().items():
+        row(name)["buffered"][me] = len(end._state.buffer)
+    if isinstance(runtime, Hub):
+        for stats in runtime.channel_stats():
+            entry = row(stats["name"])
+            entry["waiting"] = stats["waiting"]
+            entry["receivers"] = [r["process"] for r in stats["receivers"]]
+            entry["credit"] = {r["process"]: r["credit"] for r in stats["receivers"]}
+        for name, entry in rows.items():
+            owner, _, side = name.rpartition("-")
+            if side in ("active", "passive") and owner and owner != me:
+                try:
+                    entry["outbox_bytes"] = runtime.peer_stats(owner)["outbox_bytes"]
+                except KeyError:
+                    pass
+    return [rows[name] for name in sorted(rows)]
+
+
+def store_status() -> dict[str, Any]:
+    """``{"keys": n, "bytes": pickled size of the values}`` of the store this process owns
+    (the host's, or a standalone process's); ``{}`` in a child (the store lives in the host)."""
+    runtime = current()
+    if not isinstance(runtime, Hub):
+        return {}
+    store = runtime.store
+    with store._lock:
+        now = store._clock()
+        live = [v for k, v in store._data.items() if store._expiry.get(k, now + 1) > now]
+        return {"keys": len(live), "bytes": sum(len(v) for v in live)}
+
+
+def outbox_bytes(peer: str) -> int:
+    """Bytes the host has queued for child ``peer`` (0 when unknown or not the host)."""
+    runtime = current()
+    if isinstance(runtime, Hub):
+        try:
+            return int(runtime.peer_stats(peer)["outbox_bytes"])
+        except KeyError:
+            return 0
+    return 0

@@ -27,7 +27,11 @@ from ..comm import lowlevel
 from ..comm.lowlevel import dispatcher
 from ..log import logger
 
-__all__ = ["ChildSpec", "child_main", "request_stop"]
+__all__ = ["MAIN_GUARD_EXIT", "ChildSpec", "child_main", "request_stop"]
+
+# Exit status of a child whose bootstrap ran the host's start-up code again (no
+# `if __name__ == "__main__":` in bot.py): the host reports it once and stops.
+MAIN_GUARD_EXIT = 78
 
 # After a stop request (or the host's death) a child gets this long before it is forced out.
 _SELF_STOP_GRACE = 3.0
@@ -143,7 +147,13 @@ def child_main(spec: ChildSpec) -> None:
     # Ctrl+C during set-up (it reaches the whole process group) is held back until the
     # target runs: a KeyboardInterrupt in the middle of building an event loop leaves a
     # half-made object whose destructor prints a traceback.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # SIGTERM (the host's second step, or a stop request to a server driver) is a clean stop
+    # like Ctrl+C; servers such as uvicorn take it over while they run.
+    signal.signal(signal.SIGTERM, _terminate)
+    # SIGUSR1 asks the host for a status dump; one sent to the whole group must not kill us.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    _set_title(spec.name)
     config = _config.set_config(spec.config)
     log.install(config["log_level"], config["language"])
     os.environ.setdefault("LITEYUKI_PROCESS_NAME", spec.name)
@@ -165,12 +175,12 @@ def child_main(spec: ChildSpec) -> None:
     try:
         if inspect.iscoroutinefunction(spec.target):
             loop = asyncio.new_event_loop()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             loop.run_until_complete(_run_async(spec.target, spec.args, spec.kwargs))
         else:
             if not getattr(spec.target, "liteyuki_own_loop", False):
                 _start_dispatch_thread()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             spec.target(*spec.args, **spec.kwargs)
     except KeyboardInterrupt:
         pass  # Ctrl+C or a stop request: a deliberate, clean stop
@@ -183,7 +193,8 @@ def child_main(spec: ChildSpec) -> None:
         # The target is over: a late stop request (it sends SIGINT) or a second Ctrl+C
         # must not interrupt the clean-up below with a KeyboardInterrupt traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         if loop is not None:
             loop.close()
         # What the target sent last must reach the host before we go.
@@ -204,8 +215,25 @@ def _on_host_lost(error: BaseException | None) -> None:
     request_stop(f"the host connection was lost ({error or 'EOF'})")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_title(name: str) -> None:
+    """``liteyuki: nonebot`` in ps/top instead of ``python -c from multiprocessing.spawn import …``."""
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover  (a dependency; only a broken install lacks it)
+        return
+    setproctitle.setproctitle(f"liteyuki: {name}")
+
+
 def _on_control(op: str, payload: bytes) -> None:
-    if op == "stop":
+    if op == "status":
+        from .._status import requests
+
+        requests.answer(payload)
+    elif op == "stop":
         request_stop("the host asked this process to stop", grace=float(payload.decode() or _SELF_STOP_GRACE))
     elif op == "log":
         log.write_line(payload.decode())

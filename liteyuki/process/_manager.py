@@ -12,13 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from typing import Any
 
 from .. import log
+from .._status import ProcessStatus
 from ..comm import ProtocolError
 from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair
 from ..log import logger
-from ._child import ChildSpec, child_main
+from ._child import MAIN_GUARD_EXIT, ChildSpec, child_main
 
 __all__ = ["ProcessManager"]
 
@@ -55,6 +57,7 @@ class _Child:
     restart_lock: threading.Lock = field(default_factory=threading.Lock)
     crashes: int = 0
     restarts: int = 0
+    last_exit_code: int | None = None
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
@@ -84,6 +87,11 @@ class ProcessManager:
         self._wake_r, self._wake_w = os.pipe()
         self._supervisor: threading.Thread | None = None
         self._console_owner: str | None = None
+        # Set when a child can never start (bot.py without its __main__ guard): the host stops.
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[str], None] = lambda message: None
+        # Builds the status snapshot a child asks for (set by LiteyukiBot); JSON text.
+        self.status_provider: Callable[[], str] | None = None
         hub.on_control = self._on_control
         hub.on_peer_lost = self._on_peer_lost
 
@@ -155,9 +163,16 @@ class ProcessManager:
             )
             process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
             os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
+            # The child inherits this thread's signal mask through exec: Ctrl+C while it
+            # imports (spawn's bootstrap) stays pending instead of printing a traceback,
+            # and child_main turns it into a clean stop once the target runs.
+            # (The resource tracker first: launching it unblocks both signals in this thread.)
+            resource_tracker.ensure_running()
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 process.start()
             finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 del os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV]
             child_sock.close()
             child_handoff.close()
@@ -170,12 +185,19 @@ class ProcessManager:
         # `ready` is set by the child's hello, by the supervisor when the child exits first,
         # or by a shutdown (which must not wait for a slow start-up).
         if not run.ready.wait(limit):
-            raise RuntimeError(f"process {name!r} did not connect within {limit} s")
+            # Stuck (an import that hangs, a deadlock): killed; the supervisor sees a crash and
+            # restarts it with backoff, like any other crash.
+            self._kill(run)
+            raise RuntimeError(
+                f"process {name!r} did not connect within {limit} s (start_timeout); killed it, it will be restarted"
+            )
         if self._closing and not run.connected:
             raise RuntimeError(f"process {name!r} was stopped during start-up")
         if run.exited.is_set():
+            if self.fatal is not None:
+                raise RuntimeError(self.fatal)
             raise RuntimeError(f"process {name!r} exited during start-up (exit code {process.exitcode})")
-        logger.debug(f"process {name!r} started (pid {process.pid})")
+        logger.info(f"process {name!r} started (pid {process.pid})")
 
     def start_all(self) -> None:
         for name in list(self._children):
@@ -184,6 +206,8 @@ class ProcessManager:
             try:
                 self.start(name)
             except RuntimeError as exc:
+                if self.fatal is not None:
+                    return  # logged once by _on_exit; the host stops
                 if self._closing:
                     logger.info(str(exc))
                     return
@@ -197,6 +221,49 @@ class ProcessManager:
             runs = [child.run for child in self._children.values()]
         for run in runs:
             run.ready.set()
+
+    @staticmethod
+    def _kill(run: _Run) -> None:
+        proc = run.process
+        if proc is not None and proc.pid is not None and not run.exited.is_set():
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def status(self) -> tuple[ProcessStatus, ...]:
+        """One ``ProcessStatus`` per child, in the order they were added."""
+        now = time.monotonic()
+        rows = []
+        with self._lock:
+            for child in self._children.values():
+                run = child.run
+                proc = run.process
+                alive = proc is not None and not run.exited.is_set()
+                if proc is None:
+                    state = "not started"
+                elif alive:
+                    state = "stopping" if run.stopping else ("running" if run.connected else "starting")
+                elif run.stopping or self._closing:
+                    state = "stopped"
+                else:
+                    state = "exited" if child.last_exit_code == 0 else "crashed"
+                try:
+                    outbox = int(self._hub.peer_stats(child.name)["outbox_bytes"])
+                except KeyError:
+                    outbox = 0
+                rows.append(
+                    ProcessStatus(
+                        name=child.name,
+                        pid=proc.pid if alive and proc is not None else None,
+                        state=state,
+                        restarts=child.restarts,
+                        uptime=round(now - run.started_at, 3) if alive else None,
+                        last_exit_code=child.last_exit_code,
+                        outbox_bytes=outbox,
+                    )
+                )
+        return tuple(rows)
 
     # -- stop ----------------------------------------------------------------------
     def stop(self, name: str, grace: float | None = None) -> None:
@@ -372,19 +439,38 @@ class ProcessManager:
                 log.set_forward(None)
             if current:
                 self._hub.detach(child.name)
+        if current:
+            child.last_exit_code = code
+        uptime = time.monotonic() - run.started_at
+        if code == MAIN_GUARD_EXIT and not run.ready.is_set():
+            self.fatal = (
+                f"process {child.name!r} could not start: the script that creates LiteyukiBot ran again in the "
+                'child. Put the start-up code under `if __name__ == "__main__":` (see bot.py in the README); '
+                "children are spawned, and a spawned process imports the main script again"
+            )
+            logger.error(self.fatal)
+            run.stopping = True
+            run.exited.set()
+            run.ready.set()
+            self.on_fatal(self.fatal)
+            return
         run.exited.set()
         run.ready.set()  # release a start() still waiting for this run
         if run.stopping or self._closing or not current:
-            logger.debug(f"process {child.name!r} stopped (exit code {code})")
+            logger.info(f"process {child.name!r} stopped (exit code {code}, uptime {uptime:.1f} s)")
             return
         if code == 0:
-            logger.info(f"process {child.name!r} exited normally; not restarting it")
+            logger.info(
+                f"process {child.name!r} exited normally; not restarting it (exit code 0, uptime {uptime:.1f} s)"
+            )
             return
-        ran = time.monotonic() - run.started_at
-        child.crashes = 1 if ran > _STABLE_AFTER else child.crashes + 1
+        child.crashes = 1 if uptime > _STABLE_AFTER else child.crashes + 1
         base = float(self._config.get("restart_backoff", 0.5))
         delay = min(base * 2 ** (child.crashes - 1), float(self._config.get("restart_backoff_max", 30.0)))
-        logger.warning(f"process {child.name!r} exited unexpectedly (exit code {code}); restarting in {delay:.1f} s")
+        logger.warning(
+            f"process {child.name!r} exited unexpectedly (exit code {code}); restarting in {delay:.1f} s "
+            f"(it ran {uptime:.1f} s)"
+        )
         threading.Thread(
             target=self._restart_after, args=(child, run, delay), name=f"liteyuki-restart-{child.name}", daemon=True
         ).start()
@@ -413,6 +499,8 @@ class ProcessManager:
         if op == "ready":
             child.run.connected = True
             child.ready.set()
+        elif op == "status":
+            threading.Thread(target=self._answer_status, args=(peer, payload), daemon=True).start()
         elif op == "restart":
             threading.Thread(target=self.restart, args=(peer,), daemon=True).start()
         elif op == "log":
@@ -421,6 +509,19 @@ class ProcessManager:
             # The child draws a UI on our shared terminal: our lines go into its log view.
             self._console_owner = peer
             log.set_forward(lambda line: self._forward_log(peer, line))
+
+    def _answer_status(self, peer: str, ref: bytes) -> None:
+        # On a thread of its own: the snapshot takes locks the reader thread must not wait for.
+        provider = self.status_provider
+        try:
+            if provider is None:  # a manager without a LiteyukiBot: this process's own snapshot
+                from .._status import local_status
+
+                provider = lambda: local_status(self.status(), role="host").to_json()  # noqa: E731
+            body = provider()
+            self._hub.control(peer, "status", ref + b"\n" + body.encode())
+        except Exception:
+            logger.opt(exception=True).debug(f"status request of {peer!r} not answered")
 
     def _forward_log(self, peer: str, line: str) -> bool:
         if self._console_owner != peer:

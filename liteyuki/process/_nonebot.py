@@ -8,15 +8,23 @@ loaded as a plugin.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import log
+from ..log import logger
 from ._child import set_stopper
 
-__all__ = ["console_is_interactive", "run_nonebot"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["configured_adapters", "console_is_interactive", "nonebot_table", "run_nonebot"]
 
 PLUGIN = "nonebot_plugin_liteyuki_comm"
 
@@ -37,44 +45,123 @@ def console_is_interactive() -> bool:
 
 
 def run_nonebot(pyproject: str | Path = "pyproject.toml", **nonebot_config: Any) -> None:
-    """Initialise NoneBot on the console adapter, load our plugin, then the project's, and run.
+    """Run NoneBot the way ``nb run`` would for the project of ``pyproject``.
 
-    ``pyproject`` is the NoneBot project file whose ``[tool.nonebot]`` lists the
-    user's plugins (``nb plugin install`` writes there). ``nonebot_config`` goes
-    to ``nonebot.init``; the driver defaults to ``~none`` unless ``DRIVER`` is set.
+    In that project's folder (the working directory of the child): NoneBot reads
+    ``.env`` and ``.env.{ENVIRONMENT}`` itself (driver, host, port, superusers,
+    log level…); every adapter in ``[tool.nonebot.adapters]`` is registered;
+    ``builtin_plugins``, ``plugins`` and ``plugin_dirs`` of ``[tool.nonebot]`` are
+    loaded after ``nonebot_plugin_liteyuki_comm``. Differences from ``nb run``, on
+    purpose: the console adapter when no adapter is configured (a bot that can
+    talk at once), and the ``~none`` driver when nothing sets ``DRIVER`` (NoneBot's
+    default, ``~fastapi``, is an extra install). ``nonebot_config`` goes to
+    ``nonebot.init`` and wins over ``.env``.
     """
-    interactive = console_is_interactive()
-    if not interactive:
+    file = Path(pyproject).resolve()
+    project = file.parent
+    if project.is_dir() and Path.cwd() != project:
+        os.chdir(project)  # as `nb run` in the project: plugin_dirs, data files, .env are relative to it
+    table = nonebot_table(file)
+    adapters = configured_adapters(table)
+    console_default = not adapters
+    if console_default:
+        adapters = [("Console", CONSOLE)]
+    uses_console = any(module == CONSOLE for _, module in adapters)
+    interactive = uses_console and console_is_interactive()
+    if uses_console and not interactive:
         os.environ["CONSOLE_HEADLESS_MODE"] = "true"
 
     import nonebot
-    from nonebot.adapters.console import Adapter as ConsoleAdapter
 
-    # Importing nonebot removed every loguru handler; put ours back.
+    # Importing nonebot removed every loguru handler; put ours back, and give NoneBot's
+    # lines our timestamp and level names (before an adapter keeps NoneBot's handler id).
     log.reinstall()
-    nonebot_config.setdefault("driver", os.environ.get("DRIVER", "~none"))
-    nonebot.init(**nonebot_config)
+    log.adopt_nonebot()
+    env_files = _env_files(project)
+    if "driver" not in nonebot_config and not _driver_configured(env_files):
+        nonebot_config["driver"] = "~none"
+    nonebot.init(_env_file=env_files, **nonebot_config)
     driver = nonebot.get_driver()
-    driver.register_adapter(ConsoleAdapter)
+    if console_default:
+        logger.info(f"no adapter in [tool.nonebot.adapters] of {file}: using the console adapter")
+    for name, module in adapters:
+        try:
+            driver.register_adapter(importlib.import_module(module).Adapter)
+        except Exception as exc:
+            logger.error(f"adapter {name} ({module}) could not be registered: {exc}; is its package installed?")
     _stop_through_driver(driver)
     nonebot.load_plugin(PLUGIN)
     if interactive:
         _claim_terminal()
-    file = Path(pyproject)
-    if file.is_file():
+    builtin = table.get("builtin_plugins", [])
+    if isinstance(builtin, list) and builtin:
+        nonebot.load_builtin_plugins(*builtin)
+    if table:
         nonebot.load_from_toml(str(file))
     nonebot.run()
 
 
-def _stop_through_driver(driver: Any) -> None:
-    """Stop requests from the host become ``driver.exit()`` on NoneBot's loop.
+CONSOLE = "nonebot.adapters.console"
 
-    On Ctrl+C the child already got the terminal's SIGINT; a second SIGINT (our
-    default way to stop) would make NoneBot force-quit, cutting its shutdown
-    hooks short. ``exit(force=False)`` is idempotent.
+
+def nonebot_table(file: Path) -> dict[str, Any]:
+    """``[tool.nonebot]`` of ``file`` ({} when there is no such file or table)."""
+    if not file.is_file():
+        return {}
+    table = tomllib.loads(file.read_text("utf-8")).get("tool", {}).get("nonebot", {})
+    return table if isinstance(table, dict) else {}
+
+
+def configured_adapters(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, module) of every adapter in ``[tool.nonebot.adapters]`` (nb-cli's new and legacy formats)."""
+    raw = table.get("adapters", {})
+    groups = list(raw.values()) if isinstance(raw, dict) else [raw]
+    found: list[tuple[str, str]] = []
+    for group in groups:
+        for entry in group if isinstance(group, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("module_name"), str):
+                pair = (str(entry.get("name", entry["module_name"])), entry["module_name"])
+                if pair not in found:
+                    found.append(pair)
+    return found
+
+
+def _env_files(project: Path) -> tuple[Path, Path]:
+    # NoneBot's own rule: .env names the environment (ENVIRONMENT, default prod), then
+    # .env.{environment} adds to it; a real environment variable wins over both.
+    environment = os.environ.get("ENVIRONMENT") or _dotenv(project / ".env").get("ENVIRONMENT") or "prod"
+    os.environ.setdefault("ENVIRONMENT", environment)  # NoneBot's Env() looks in the working directory
+    return project / ".env", project / f".env.{environment}"
+
+
+def _driver_configured(env_files: tuple[Path, ...]) -> bool:
+    if any(key.upper() == "DRIVER" for key in os.environ):
+        return True
+    return any(key.upper() == "DRIVER" for file in env_files for key in _dotenv(file))
+
+
+def _dotenv(file: Path) -> dict[str, str]:
+    if not file.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(file).items() if v is not None}
+
+
+def _stop_through_driver(driver: Any) -> None:
+    """Stop requests from the host, without a second SIGINT.
+
+    On Ctrl+C the child already got the terminal's SIGINT; a second one makes
+    NoneBot's own driver, and uvicorn, force-quit (cutting shutdown hooks short;
+    uvicorn prints a ``CancelledError`` traceback). Drivers with ``exit()``
+    (``~none`` and combinations based on it) get ``driver.exit(False)``, which is
+    idempotent. Server drivers without it (``~fastapi``: uvicorn) get a SIGTERM:
+    uvicorn takes that as one more "please exit", never as "force".
     """
     exit_driver = getattr(driver, "exit", None)
     if exit_driver is None:
+        # From now on: before uvicorn runs, our SIGTERM handler makes it a KeyboardInterrupt.
+        set_stopper(lambda: os.kill(os.getpid(), signal.SIGTERM))
         return
 
     @driver.on_startup

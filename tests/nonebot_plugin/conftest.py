@@ -1,4 +1,9 @@
-"""nonebug set-up for the plugin tests (run in their own pytest process, see test_nonebot_plugin.py)."""
+"""nonebug set-up for the plugin tests (run in their own pytest process, see test_nonebot_plugin.py).
+
+The shipped testing kit does the NoneBot set-up (``-p liteyuki.testing`` on the
+command line: a non-root conftest may not name pytest plugins); this adds DEBUG
+logs and the test plugin, loaded after ours and before startup.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,13 @@ from nonebug import NONEBOT_INIT_KWARGS
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[NONEBOT_INIT_KWARGS] = {"driver": "~none", "console_headless_mode": True, "log_level": "DEBUG"}
+    config.stash[NONEBOT_INIT_KWARGS] = {
+        **config.stash.get(NONEBOT_INIT_KWARGS, {}),
+        "log_level": "DEBUG",
+        "superusers": {"admin"},
+    }
 
 
 @pytest.fixture(scope="session", autouse=True)
 async def after_nonebot_init(after_nonebot_init: None) -> None:
-    # Loaded here, before nonebug starts the lifespan, so the plugin's startup hook runs.
-    from nonebot.adapters.console import Adapter
-
-    nonebot.get_driver().register_adapter(Adapter)
-    nonebot.load_plugin("nonebot_plugin_liteyuki_comm")
     nonebot.load_plugin("tests.nonebot_plugin.plugins.demo_matchers")

@@ -152,3 +152,35 @@ async def test_ordinary_sync_hooks_keep_nonebot_semantics():
 
     with pytest.raises(ValueError, match=r"^hook failed on purpose$"):
         await detachable(broken)()
+
+
+async def test_status_command_answers_superusers_only(app: App):
+    import nonebot_plugin_liteyuki_comm as plugin
+    from liteyuki.testing import console_bot, message_event
+
+    async with app.test_matcher(plugin.status_command) as ctx:
+        bot = console_bot(ctx)
+        event = message_event("/liteyuki status", user_id="admin")
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, _StatusText(), result=None)
+        ctx.should_finished(plugin.status_command)
+
+    async with app.test_matcher(plugin.status_command) as ctx:
+        bot = console_bot(ctx)
+        event = message_event("/liteyuki status", user_id="someone")
+        ctx.receive_event(bot, event)
+        ctx.should_not_pass_permission(plugin.status_command)
+
+
+class _StatusText:
+    """Equal to any status text of a standalone process (nonebug compares with ==)."""
+
+    def __eq__(self, other: object) -> bool:
+        text = str(other)
+        return text.startswith("liteyuki status (standalone, host pid ") and "store:" in text
+
+
+def test_standalone_mode_says_so_once_in_the_log():
+    from nonebot_plugin_liteyuki_comm import _bridge
+
+    assert _bridge._announced.is_set()
