@@ -99,7 +99,7 @@ class LiteyukiBot:
         self._signals = 0
         self._exit_code = 0
         self.process_manager.status_provider = lambda: self.status().to_json()
-        self.process_manager.on_fatal = lambda message: self.stop()
+        self.process_manager.on_fatal = self._on_fatal
         # Development mode (`--reload`): see liteyuki/_reload.py.
         self._reload = _reload.Reload(self) if _reload.requested(self.config) else None
 
@@ -159,6 +159,11 @@ class LiteyukiBot:
     def status(self) -> Status:
         """A snapshot: processes, channels, store (README: "Status"); any thread."""
         return local_status(self.process_manager.status(), role="host")
+
+    def _on_fatal(self, message: str) -> None:
+        # A child can never start (bot.py without its __main__ guard): stop, exit status 1.
+        self._exit_code = 1
+        self.stop()
 
     def _log_status(self) -> None:
         logger.info(self.status().format())
@@ -315,9 +320,6 @@ class LiteyukiBot:
             if await self._until_stopped(loop.create_task(self.lifespan.run("before_start"))) and (
                 await self._until_stopped(in_daemon_thread(self.process_manager.start_all, name="liteyuki-start"))
             ):
-                if self.process_manager.fatal is not None:  # bot.py without its __main__ guard
-                    self._exit_code = 1
-                    self._stop_requested.set()
                 self.lifespan.start_background("after_start")
                 self._started.set()
                 await self._stop_requested.wait()

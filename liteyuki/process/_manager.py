@@ -165,10 +165,11 @@ class ProcessManager:
             os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
             # The child inherits this thread's signal mask through exec: Ctrl+C while it
             # imports (spawn's bootstrap) stays pending instead of printing a traceback,
-            # and child_main turns it into a clean stop once the target runs.
-            # (The resource tracker first: launching it unblocks both signals in this thread.)
+            # and child_main turns it into a clean stop once the target runs. (SIGTERM stays
+            # deliverable: the host uses it to end a child stuck in its bootstrap.)
+            # The resource tracker first: launching it unblocks SIGINT in this thread.
             resource_tracker.ensure_running()
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 process.start()
             finally:
