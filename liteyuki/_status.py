@@ -123,9 +123,10 @@ class Status:
         for c in busy:
             ends = ", ".join(f"{k} {v}" for k, v in sorted(c.buffered.items())) or "-"
             receivers = ", ".join(c.receivers) or "none yet"
+            credit = "; credit " + ", ".join(f"{k or '?'} {v}" for k, v in sorted(c.credit.items())) if c.credit else ""
             lines.append(
                 f"  {c.name}: buffered {ends}; waiting in host {c.waiting}; receivers {receivers}; "
-                f"outbox {_size(c.outbox_bytes)}"
+                f"outbox {_size(c.outbox_bytes)}{credit}"
             )
         lines.append(f"store: {self.store.keys} keys, {_size(self.store.bytes)}")
         return "\n".join(lines)
