@@ -40,7 +40,7 @@ from time import perf_counter
 from typing import Any
 
 from liteyuki import LiteyukiBot
-from liteyuki.comm import Channel, get_channel, set_channel
+from liteyuki.comm import Channel, get_channel, lowlevel, set_channel
 from liteyuki.comm.storage import shared_memory
 from liteyuki.process import run_nonebot
 
@@ -258,6 +258,7 @@ class MainPhase:
         self.links = links
         self.main = links[0]
         self.redis = redis
+        self._relay_store: Any = None  # the host's store on Redis, for row 1e
         self.zmq = zmq
         name = self.main.name
         self.to_passive = Channel(f"{name}-passive")
@@ -319,6 +320,11 @@ class MainPhase:
             }
             if self.redis.port is not None:
                 variants["redis"] = lambda op=op: main.ask("rtt", f"redis_{op}", cfg.slow_rtt_n)
+                if op == "get":  # the Redis backend: the child's own connection, or relayed by the host
+                    variants["redis_kv"] = lambda: main.ask("rtt", "redis_kv_get", cfg.slow_rtt_n)
+                    variants["redis_relay"] = lambda: self._host_on_redis(
+                        lambda: main.ask("rtt", "kv_get", cfg.slow_rtt_n)
+                    )
             if op == "get":
                 variants["async"] = lambda: main.ask("async_rtt", cfg.rtt_n)
                 if self.zmq.endpoints is not None:
@@ -338,6 +344,24 @@ class MainPhase:
                 self.results[f"{op}_redis"] = Result(out["ours"], out["redis"])
             else:
                 self.results[f"{op}_redis"] = Result(skipped=self.redis.skipped or "no redis")
+            if op == "get":
+                for key, variant in (("get_redis_store", "redis_kv"), ("get_redis_relay", "redis_relay")):
+                    if variant in out:
+                        self.results[key] = Result(out[variant], out["redis"])
+                    else:
+                        self.results[key] = Result(skipped=self.redis.skipped or "no redis")
+
+    def _host_on_redis(self, ask: Callable[[], Any]) -> Any:
+        """Run ``ask`` while the host's store is on Redis (a child without its own connection asks the host)."""
+        hub = lowlevel.current()
+        if self._relay_store is None:
+            self._relay_store = lowlevel.redis_store(f"redis://127.0.0.1:{self.redis.port}/0", "bench")
+        hub.store_backend = self._relay_store
+        try:
+            shared_memory.set(KEY, VALUE)
+            return ask()
+        finally:
+            hub.store_backend = None
 
     def gather(self) -> None:
         cfg, main = self.cfg, self.main

@@ -11,15 +11,16 @@ host thread, ``data`` for one-way streams).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any
 
 from liteyuki import comm
-from liteyuki.comm import Channel, CommTimeoutError
+from liteyuki.comm import Channel, CommTimeoutError, lowlevel
 from liteyuki.comm.storage import shared_memory
 
 from ._common import FANIN, KEY, SET_KEY, VALUE, percentile, set_io_timeout
@@ -69,6 +70,7 @@ class _BenchChild:
         self.mgr = mgr
         self.redis_port = redis_port
         self._redis: Any = None
+        self._redis_store: Any = None
         self._zmq = _ZmqClient(*zmq_endpoints) if zmq_endpoints is not None else None
         # The loop this process's passive callbacks run on, learnt through the public API
         # (an async callback on `{name}-loop`), so the harness needs no liteyuki internals.
@@ -197,11 +199,29 @@ class _BenchChild:
 
     def cmd_rtt(self, variant: str, n: int) -> float:
         """Mean seconds per round trip of ``variant`` over ``n`` calls."""
-        fn = self._rtt_fn(variant)
-        t0 = perf_counter()
-        for _ in range(n):
-            fn()
-        return (perf_counter() - t0) / n
+        fn = self._rtt_fn(variant.replace("redis_kv_", "kv_"))
+        with self._storage(variant):
+            t0 = perf_counter()
+            for _ in range(n):
+                fn()
+            return (perf_counter() - t0) / n
+
+    @contextlib.contextmanager
+    def _storage(self, variant: str) -> Iterator[None]:
+        """For ``redis_kv_*``: this child's store on Redis, as ``storage="redis://..."`` makes it
+        (the runtime's ``store_backend``: the child's own connection, the host relays nothing)."""
+        if not variant.startswith("redis_kv_"):
+            yield
+            return
+        if self._redis_store is None:
+            self._redis_store = lowlevel.redis_store(f"redis://127.0.0.1:{self.redis_port}/0", "bench")
+        runtime = lowlevel.current()
+        runtime.store_backend = self._redis_store
+        try:
+            shared_memory.set(KEY, VALUE)
+            yield
+        finally:
+            runtime.store_backend = None
 
     def cmd_async_rtt(self, n: int) -> float:
         """Mean seconds per ``await shared_memory.async_get``, one at a time, on the callback loop."""

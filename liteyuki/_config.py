@@ -132,6 +132,11 @@ class HostConfig(BaseModel):
     plugins: Annotated[list[str], BeforeValidator(_string_list)] = []  # host plugin modules
     plugin_dirs: Annotated[list[str], BeforeValidator(_string_list)] = []  # folders of host plugins
     reload: Flag = False  # development mode: restart what changed (README: "Development mode")
+    # Where shared_memory, publish and cluster channels live: "memory" (in the host) or a
+    # redis:// / rediss:// / unix:// URL (README: "Scaling out"); checked by LiteyukiBot.
+    storage: str | None = None
+    storage_namespace: str = "liteyuki"  # prefix of every Redis key written
+    cluster_claim_idle: Seconds = 30.0  # s a dead consumer's cluster-channel messages wait before others take them
 
     @model_validator(mode="after")
     def _backoff_order(self) -> HostConfig:

@@ -10,6 +10,8 @@ import pytest
 
 from liteyuki import LiteyukiBot
 
+from .redis_server import OWNED, RedisServer
+
 _names = itertools.count()
 
 # The nonebug suite runs in its own process (see test_nonebot_plugin.py).
@@ -58,6 +60,22 @@ def host() -> Iterator[Callable[..., LiteyukiBot]]:
     for ctx in reversed(contexts):
         ctx.__exit__(None, None, None)
     leftover = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    # multiprocessing's resource tracker is not ours; everything else must be gone.
-    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline())]
+    # multiprocessing's resource tracker is not ours, a test redis-server outlives tests; everything else must go.
+    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline()) and p.pid not in OWNED]
     assert not leftover, f"processes left behind: {leftover}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (tests keep apart by namespace or database)."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (for tests that kill it)."""
+    server = RedisServer().start()
+    yield server
+    server.close()

@@ -52,7 +52,25 @@ COMMANDS: dict[str, Any] = {
     "channel_names": lambda: sorted(__import__("liteyuki.comm", fromlist=["x"]).get_channels()),
     "status": lambda: __import__("liteyuki").status(timeout=10).to_dict(),
     "get_bot": lambda: _call(__import__("liteyuki").get_bot),
+    "async_call": lambda op, *a: _in_new_loop(getattr(shared_memory, f"async_{op}"), *a),
+    "cluster_send": lambda name, values: [Channel(name, cluster=True).send(v) for v in values] and "sent",
+    "cluster_recv": lambda name, n, timeout: [Channel(name, cluster=True).receive(timeout) for _ in range(n)],
+    "cluster_forward": lambda name: _cluster_forward(name),
 }
+
+
+def _in_new_loop(func: Any, *args: Any) -> Any:
+    """Await ``func(*args)`` on a fresh loop in its own thread (this callback runs on the dispatch loop)."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(_call(lambda: asyncio.run(func(*args)))))
+    worker.start()
+    worker.join(30)
+    return out[0] if out else TimeoutError("async call did not finish in 30 s")
+
+
+def _cluster_forward(name: str) -> str:
+    Channel(name, cluster=True).on_receive()(lambda message: active_channel.send(("cluster", name, message)))
+    return "forwarding"
 
 
 def _subscribe(topic: str) -> str:

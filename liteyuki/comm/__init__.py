@@ -25,6 +25,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import ReceiveModeError as ReceiveModeError
 from ._errors import RemoteError as RemoteError
 from ._errors import SerializationError as SerializationError
+from ._errors import StorageUnavailableError as StorageUnavailableError
 from ._registry import get_channel as get_channel
 from ._registry import get_channels as get_channels
 from ._registry import set_channel as set_channel
@@ -44,6 +45,7 @@ __all__ = [
     "ReceiveModeError",
     "RemoteError",
     "SerializationError",
+    "StorageUnavailableError",
     "active_channel",
     "get_channel",
     "get_channels",

@@ -267,6 +267,14 @@ class _FilteredCall:
                 await result
 
 
+def _cluster_end(name: str) -> Channel[Any]:
+    from ._cluster_channel import cluster_end
+
+    runtime = current()
+    settings = getattr(runtime.store_backend, "settings", None)
+    return cluster_end(name, settings, runtime.process_name)
+
+
 class Channel(Generic[T]):
     """This process's end of channel ``name``.
 
@@ -279,13 +287,17 @@ class Channel(Generic[T]):
     name: str
     _state: _EndState
 
-    def __new__(cls, name: str, type_check: bool | None = None, buffer_size: int | None = None) -> Channel[Any]:
+    def __new__(
+        cls, name: str, type_check: bool | None = None, buffer_size: int | None = None, cluster: bool = False
+    ) -> Channel[Any]:
         # [#11] Every argument is checked before the end exists (or an existing one changes).
         name = check_name(name, "name")
         if type_check is not None:
             check_bool(type_check, "type_check")
         if buffer_size is not None:
             check_size(buffer_size, "buffer_size", maximum=MAX_BUFFER_SIZE)
+        if check_bool(cluster, "cluster"):
+            return _cluster_end(name)  # every process of every host on the storage's Redis
         with _ends_lock:
             existing = _ends.get(name)
             if existing is not None:
@@ -296,7 +308,9 @@ class Channel(Generic[T]):
             _ends[name] = self
             return self
 
-    def __init__(self, name: str, type_check: bool | None = None, buffer_size: int | None = None) -> None:
+    def __init__(
+        self, name: str, type_check: bool | None = None, buffer_size: int | None = None, cluster: bool = False
+    ) -> None:
         # The same end may be "created" again (Channel(name) returns it); only
         # options given explicitly change it.
         state = self._state

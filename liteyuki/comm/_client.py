@@ -17,7 +17,7 @@ from ._hub import message_runs
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
-from ._ops import Operation, fields_of
+from ._ops import STORE_OPERATIONS, Operation, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._wire import Frame, Kind, dumps, encode, header, loads, request_limit
 
@@ -171,10 +171,16 @@ class ChildRuntime(RuntimeBase):
 
     # -- pub/sub ----------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
+        if self.pubsub_backend is not None:
+            self.pubsub_backend.publish(topic, payload)
+            return
         self._check_alive()
         self.writer.put((encode(Kind.PUBLISH, topic, payload),), wait=0 if on_event_loop() else self.send_timeout)
 
     def subscribe(self, topic: str) -> None:
+        if self.pubsub_backend is not None:
+            self.pubsub_backend.subscribe(topic)
+            return
         if topic not in self._topics:
             self._topics.add(topic)
             self.writer.put((encode(Kind.SUBSCRIBE, topic),))
@@ -197,6 +203,9 @@ class ChildRuntime(RuntimeBase):
         return ref
 
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        backend = self.store_backend
+        if backend is not None and type(op) in STORE_OPERATIONS:
+            return backend.execute(op, timeout)
         lanes = self._lanes
         if lanes is not None:
             self._check_alive()
@@ -220,6 +229,9 @@ class ChildRuntime(RuntimeBase):
         return waiter.outcome()
 
     async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        backend = self.store_backend
+        if backend is not None and type(op) in STORE_OPERATIONS:
+            return await backend.async_execute(op, timeout)
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         ref = self._request(op, waiter)
@@ -272,6 +284,9 @@ class ChildRuntime(RuntimeBase):
         return self.writer.flush(timeout)
 
     def close(self) -> None:
+        from ._backends import close_all
+
+        close_all(self)
         self._broken = self._broken or "the host connection was closed"
         if self._lanes is not None:
             self._lanes.close()

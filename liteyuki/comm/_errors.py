@@ -13,7 +13,8 @@
      ├── SerializationError        (also TypeError) a value does not pickle
      ├── MessageTooLargeError      (also ValueError) above the configured maximum size
      ├── ProtocolError             garbage on the wire; the connection is dropped
-     └── RemoteError               a host-side error whose own type could not travel
+     ├── RemoteError               a host-side error whose own type could not travel (or a refusal by Redis)
+     └── StorageUnavailableError   (also ConnectionError) the Redis storage cannot be reached right now
 
 Errors raised by the host while serving a child's storage call (``KeyError``,
 ``TypeError`` ...) are not wrapped: they arrive in the child with their own type.
@@ -34,6 +35,7 @@ __all__ = [
     "ReceiveModeError",
     "RemoteError",
     "SerializationError",
+    "StorageUnavailableError",
 ]
 
 
@@ -86,3 +88,11 @@ class ProtocolError(CommError):
 
 class RemoteError(CommError):
     """An error raised in the host whose own type could not be sent back."""
+
+
+class StorageUnavailableError(CommError, ConnectionError):
+    """The Redis server behind ``storage="redis://..."`` did not answer (down, unreachable, timed out).
+
+    The call may or may not have been applied when the connection broke after
+    sending it; it is never retried behind the caller's back.
+    """

@@ -32,7 +32,7 @@ from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
 from ._lanes import serve_handoff
 from ._link import Reader, Writer, close_socket
-from ._ops import OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
+from ._ops import OPERATIONS, STORE_OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._store import MemoryStore
 from ._wire import Frame, Kind, dumps, encode, header, loads
@@ -106,7 +106,7 @@ class Hub(RuntimeBase):
         self.process_name = name
         self.configure(config or {})
         self.outbox_limit = int((config or {}).get("outbox_limit", 64 * 1024 * 1024))
-        self.store = MemoryStore()
+        self.store = self.store_backend or MemoryStore()
         self._local_names = local_names
         self._lock = threading.Lock()
         self._routes: dict[str, _Route] = {}
@@ -333,13 +333,26 @@ class Hub(RuntimeBase):
                 return None
             case ChannelNames():
                 return dumps(self.channel_names())
+        if self.store_backend is not None:
+            return self.store_backend.execute(op, timeout)
         return self.store.execute(op)
 
     async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        backend = self.store_backend
+        if backend is not None and type(op) in STORE_OPERATIONS:
+            return await backend.async_execute(op, timeout)
         return self.execute(op, timeout)
 
     # -- pub/sub ----------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
+        backend = self.pubsub_backend
+        if backend is not None:  # Redis delivers it back to deliver_publish, here as everywhere
+            backend.publish(topic, payload)
+        else:
+            self.deliver_publish(topic, payload)
+
+    def deliver_publish(self, topic: str, payload: bytes) -> None:
+        """This process's subscribers, and children that subscribed over their link."""
         if topic in self._topics and self.publish_sink is not None:
             self.publish_sink(topic, payload)
         frame = None
@@ -369,6 +382,8 @@ class Hub(RuntimeBase):
 
     def subscribe(self, topic: str) -> None:
         self._topics.add(topic)
+        if self.pubsub_backend is not None:
+            self.pubsub_backend.subscribe(topic)
 
     # -- children -----------------------------------------------------------
     def attach(self, name: str, sock: socket.socket, handoff: socket.socket | None = None) -> None:
@@ -497,6 +512,8 @@ class Hub(RuntimeBase):
                 self.publish(frame.name, frame.payload)
             elif kind is Kind.SUBSCRIBE:
                 peer.topics.add(frame.name)
+                if self.pubsub_backend is not None:
+                    self.pubsub_backend.subscribe(frame.name, wait=False)
             elif kind is Kind.CONTROL:
                 self.on_control(peer.name, frame.name, frame.payload)
             else:  # well-formed but meaningless here (an answer nobody asked for): tolerated
@@ -592,6 +609,9 @@ class Hub(RuntimeBase):
         """Drop every child link (the host is done)."""
         for name in list(self._peers):
             self.detach(name, drain=0)
+        from ._backends import close_all
+
+        close_all(self)
 
 
 def _pop_consumed(receiver: _Receiver, n: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "OPERATIONS",
+    "STORE_OPERATIONS",
     "ChannelExists",
     "ChannelNames",
     "Clear",
@@ -142,6 +143,11 @@ class ChannelNames:
 StoreOp = Get | Set | Delete | Pop | SetDefault | Incr | CompareAndSet | Expire | Ttl | GetAll | Clear
 RegistryOp = ChannelExists | RegisterChannel | ChannelNames
 Operation = StoreOp | RegistryOp
+
+# For a fast ``type(op) in STORE_OPERATIONS`` (a store backend takes these; the host keeps the registry ones).
+STORE_OPERATIONS: frozenset[type[Any]] = frozenset(
+    (Get, Set, Delete, Pop, SetDefault, Incr, CompareAndSet, Expire, Ttl, GetAll, Clear)
+)
 
 OPERATIONS: dict[str, type[Any]] = {
     cls.__name__: cls

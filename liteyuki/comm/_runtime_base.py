@@ -32,12 +32,35 @@ class RuntimeBase:
     own_channels: tuple[str, str] | None = None  # this process's active/passive channel names
     # Storage hands publishes for this process's subscribers to this callable.
     publish_sink: Callable[[str, bytes], None] | None = None
+    # storage="redis://...": this process's own Redis store and pub/sub (see _backends.py);
+    # None: the host's memory store (a child reaches it over its link).
+    store_backend: Any = None
+    pubsub_backend: Any = None
 
     def configure(self, config: dict[str, Any]) -> None:
         self.max_message_size = int(config.get("max_message_size", self.max_message_size))
         self.send_timeout = float(config.get("send_timeout", self.send_timeout))
         self.call_timeout = float(config.get("call_timeout", self.call_timeout))
         self.window = int(config.get("pending_limit", self.window))
+        from ._backends import configure_backends
+
+        configure_backends(self, config)
+
+    def deliver_publish(self, topic: str, payload: bytes) -> None:
+        """Run this process's subscribers of ``topic`` (a pub/sub backend's listener calls it)."""
+        sink = self.publish_sink
+        if sink is not None:
+            sink(topic, payload)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        raise NotImplementedError
+
+    async def async_publish(self, topic: str, payload: bytes) -> None:
+        backend = self.pubsub_backend
+        if backend is not None:
+            await backend.async_publish(topic, payload)
+        else:
+            self.publish(topic, payload)
 
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         raise NotImplementedError

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._backends import storage_env
 from ._channel import _park, forget_local_ends, local_end, local_ends
 from ._client import ChildRuntime
 from ._context import current, install, installed
@@ -41,16 +42,28 @@ __all__ = [
     "new_hub",
     "new_socketpair",
     "outbox_bytes",
+    "redis_store",
     "release_receivers",
     "set_park_hook",
+    "storage_env",
     "store_status",
 ]
+
+
+def redis_store(url: str, namespace: str = "liteyuki") -> Any:
+    """A Redis store backend, as ``storage=url`` gives each process (``runtime.store_backend``)."""
+    from ._redis_conn import settings_from
+    from ._redis_store import RedisStore
+
+    return RedisStore(settings_from(url, namespace))
 
 
 def release_receivers() -> None:
     """Wake every thread blocked in ``receive()`` on this process's ends with ``ChannelClosedError``
     (shutdown); the ends stay usable."""
-    for chan in local_ends().values():
+    from ._cluster_channel import cluster_ends
+
+    for chan in [*local_ends().values(), *cluster_ends().values()]:
         chan._release()
 
 

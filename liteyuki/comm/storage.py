@@ -202,7 +202,10 @@ class KeyValueStore:
 
     async def async_publish(self, channel: str, data: Any) -> None:
         """``publish`` for code on an event loop: never blocks the loop."""
-        self.publish(channel, data)
+        if not isinstance(channel, str) or not channel or len(channel) > 200:
+            raise ValueError(f"publish channel must be a non-empty str of at most 200 characters, got {channel!r:.80}")
+        rt = current()
+        await rt.async_publish(channel, dumps(data, rt.max_message_size, what=f"data published on {channel!r}"))
 
     def on_subscriber_receive(self, channel: str) -> Callable[[F], F]:
         """Decorator: run the function (sync or async, on this process's loop) for each publish."""

@@ -18,7 +18,7 @@ from typing import Any
 from .. import log
 from .._status import ProcessStatus
 from ..comm import ProtocolError
-from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair
+from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair, storage_env
 from ..log import logger
 from ._child import MAIN_GUARD_EXIT, ChildSpec, child_main
 
@@ -162,7 +162,11 @@ class ProcessManager:
                 name, child.target, child.args, child.kwargs, child_sock, dict(self._config), child_handoff
             )
             process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
-            os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV] = name, str(os.getpid())
+            # The environment tells the child its name and its host (and the storage: code the
+            # child imports before its bootstrap ran already talks to the same Redis).
+            env = {CHILD_ENV: name, CHILD_PID_ENV: str(os.getpid()), **storage_env(self._config)}
+            saved = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
             # The child inherits this thread's signal mask through exec: Ctrl+C while it
             # imports (spawn's bootstrap) stays pending instead of printing a traceback,
             # and child_main turns it into a clean stop once the target runs. (SIGTERM stays
@@ -174,7 +178,11 @@ class ProcessManager:
                 process.start()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                del os.environ[CHILD_ENV], os.environ[CHILD_PID_ENV]
+                for key, value in saved.items():
+                    if value is None:
+                        del os.environ[key]
+                    else:
+                        os.environ[key] = value
             child_sock.close()
             child_handoff.close()
             # A new run (fresh events, stopping False) in the same lock hold as the attach:

@@ -1,0 +1,226 @@
+"""Reaching a Redis (or Valkey) server: validated settings, clients, typed errors, reconnect backoff.
+
+Shared by the Redis store, the Redis pub/sub and cluster channels. redis-py is
+imported only here and only when a ``redis://`` storage is configured: the
+memory backend needs nothing installed.
+
+redis-py's own retries are switched off (``Retry(NoBackoff(), 0)``): redis-py
+re-sends a command whose connection broke *after* it was written, which would
+apply an ``incr`` twice. A failed call raises ``StorageUnavailableError``
+instead and the caller decides; reconnection happens on the next call, with a
+backoff (``Health``) so a dead server is not hammered.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._errors import RemoteError, StorageUnavailableError
+
+__all__ = ["ACL_COMMANDS", "Health", "RedisSettings", "import_redis", "settings_from", "translate"]
+
+# Every command this package sends: a Redis ACL user allowed these, on ``~{ns}:*`` keys and
+# ``&{ns}:*`` channels, can do everything (README, "Scaling out"; a test checks it).
+ACL_COMMANDS = (
+    "get",
+    "set",
+    "del",
+    "getdel",
+    "incrby",
+    "pexpire",
+    "pttl",
+    "persist",
+    "exists",
+    "scan",
+    "mget",
+    "unlink",
+    "eval",
+    "evalsha",
+    "multi",
+    "exec",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "xadd",
+    "xreadgroup",
+    "xack",
+    "xdel",
+    "xgroup",
+    "xautoclaim",
+    "xclaim",
+    "ping",
+    "hello",
+    "select",
+)
+
+INSTALL_HINT = "pip install 'nonebot-plugin-liteyuki-comm[redis]'"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_SCHEMES = ("redis", "rediss", "unix")
+# A connection attempt to an unreachable host gives up after this long (or the call timeout if shorter).
+CONNECT_TIMEOUT = 2.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 1.0
+
+
+def import_redis() -> Any:
+    """The ``redis`` module, or an ImportError that says how to install it."""
+    try:
+        import redis
+        import redis.asyncio  # the async client lives in a submodule
+    except ImportError as exc:
+        raise ImportError(f"storage on Redis needs redis-py, which is not installed: {INSTALL_HINT}") from exc
+    return redis
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the shared state lives and how long a call may take."""
+
+    url: str
+    namespace: str = "liteyuki"
+    call_timeout: float = 10.0
+    claim_idle: float = 30.0
+
+    @property
+    def where(self) -> str:
+        """The URL without its password (for logs and errors)."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return parts._replace(netloc=user + netloc).geturl()
+
+    def key(self, kind: str, name: str = "") -> str:
+        """A key (or pub/sub channel) of this namespace: ``{namespace}:{kind}:{name}``."""
+        return f"{self.namespace}:{kind}:{name}"
+
+    def client(self) -> Any:
+        return _client(import_redis(), self)
+
+    def async_client(self) -> Any:
+        return _client(import_redis().asyncio, self)
+
+
+def _client(module: Any, settings: RedisSettings) -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    retry_class = Retry
+    if module.__name__ == "redis.asyncio":
+        from redis.asyncio.retry import Retry as retry_class  # type: ignore[no-redef]
+    return module.Redis.from_url(
+        settings.url,
+        socket_timeout=settings.call_timeout,
+        socket_connect_timeout=min(CONNECT_TIMEOUT, settings.call_timeout),
+        retry=retry_class(NoBackoff(), 0),
+        # A socket that broke while idle is noticed before a command is sent on it.
+        health_check_interval=30,
+    )
+
+
+def settings_from(storage: Any, namespace: Any, call_timeout: float = 10.0, claim_idle: float = 30.0) -> RedisSettings:
+    """Check ``storage`` (a Redis URL) and ``storage_namespace``; raise ValueError naming the rule."""
+    if not isinstance(storage, str):
+        raise ValueError(f"storage must be 'memory' or a redis:// URL, got {storage!r}")
+    parts = urlsplit(storage)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(
+            f"storage must be 'memory' or a redis://, rediss:// or unix:// URL, got {storage!r} "
+            f"(unknown scheme {parts.scheme!r})"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"storage URL {storage!r} has a port that is not a number") from None
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ValueError(f"storage URL {storage!r} names no host (redis://HOST:PORT/DB)")
+        if port == 0:
+            raise ValueError(f"storage URL {storage!r} has port 0")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"storage URL {storage!r}: the database after the host must be a number, got {db!r}")
+    elif not parts.path:
+        raise ValueError(f"storage URL {storage!r} names no socket path (unix:///path/to/redis.sock)")
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            "storage_namespace must be 1-100 letters, digits, '_', '.' or '-' "
+            f"(no wildcard such as * ? [ ], no ':'), got {namespace!r}"
+        )
+    if isinstance(claim_idle, bool) or not isinstance(claim_idle, (int, float)) or claim_idle <= 0:
+        raise ValueError(f"cluster_claim_idle must be a positive number of seconds, got {claim_idle!r}")
+    import_redis()
+    return RedisSettings(storage, namespace, float(call_timeout), float(claim_idle))
+
+
+def translate(exc: BaseException, settings: RedisSettings, what: str) -> BaseException:
+    """A redis-py error as ours: unreachable/timeouts → StorageUnavailableError, refusals → RemoteError."""
+    redis = import_redis()
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, TimeoutError, OSError)):
+        error: BaseException = StorageUnavailableError(f"redis at {settings.where} is unavailable ({what}): {exc}")
+    elif isinstance(exc, redis.RedisError):
+        error = RemoteError(f"redis at {settings.where} refused {what}: {exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+class Health:
+    """Remembers that the server failed, so calls fail fast for a while instead of hammering it.
+
+    After a failure, calls within the backoff window raise at once; the first
+    call after it tries again. The window doubles per failed attempt (50 ms up
+    to 1 s) and resets on the first success.
+    """
+
+    def __init__(self, settings: RedisSettings, label: str) -> None:
+        self.settings = settings
+        self.label = label
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self._delay = 0.0
+        self._next_try = 0.0
+        self._last_error = ""
+
+    def check(self, what: str) -> None:
+        if self.down_since is not None and time.monotonic() < self._next_try:
+            raise StorageUnavailableError(
+                f"redis at {self.settings.where} is unavailable ({what}): {self._last_error}; "
+                f"next attempt in {self._next_try - time.monotonic():.2f} s"
+            )
+
+    def failed(self, exc: BaseException) -> None:
+        from ..log import logger
+
+        now = time.monotonic()
+        with self._lock:
+            first = self.down_since is None
+            if first:
+                self.down_since = now
+            self._delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._delay * 2))
+            self._next_try = now + self._delay
+            self._last_error = str(exc) or type(exc).__name__
+        if first:
+            logger.error(f"{self.label}: redis at {self.settings.where} is unavailable: {self._last_error}")
+
+    def ok(self) -> None:
+        if self.down_since is None:
+            return
+        from ..log import logger
+
+        with self._lock:
+            down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
+            self.down_since = None
+            self._delay = 0.0
+        logger.info(f"{self.label}: redis at {self.settings.where} is reachable again (after {down:.1f} s)")
+
+    @property
+    def delay(self) -> float:
+        return self._delay

@@ -1,0 +1,481 @@
+"""``shared_memory`` on Redis: the same typed operations as ``MemoryStore``, atomic across hosts.
+
+Layout (everything under the namespace, ``liteyuki`` by default)::
+
+    {ns}:kv:s<text>        a str key          (readable with redis-cli)
+    {ns}:kv:i<decimal>     an int key
+    {ns}:kv:b<bytes>       a bytes key
+    {ns}:kv:p<pickle>      any other hashable key, by its pickle
+
+A value is stored as its pickle, except an ``int``, which is stored as its
+decimal text: then ``incr`` is Redis's own ``INCRBY`` — one atomic command,
+exact over the whole 64-bit range, no Lua arithmetic on doubles. A pickle
+always starts with byte 0x80, a decimal never does, so the two cannot be
+confused. Counters beyond 64 bits and float counters use the slow path: read,
+add in Python (exact for any int), write back with a compare-and-set script,
+retry if another process changed the value in between.
+
+Atomicity: each operation is one Redis command (``GETDEL`` for ``pop``,
+``INCRBY``, ``SET`` ``PX``, ``PEXPIRE``, ``PTTL``) or one Lua script
+(``setdefault``, ``compare_and_set``, ``expire(key, None)``). Lua, not
+``WATCH``/``MULTI``: a script runs atomically on the server in one round trip
+and needs no dedicated connection, while ``WATCH`` costs three round trips and
+retries under contention. ``compare_and_set`` compares the stored bytes in the
+script (exact for ints and strings, whose pickles are canonical); when the
+bytes differ it compares the unpickled values here, as the memory backend
+does, and retries the script with the bytes it saw if they are equal.
+
+``get_all`` and ``clear`` walk the namespace with ``SCAN`` (never ``KEYS``);
+``get_all`` is a snapshot of each key, not of all keys at one instant.
+
+Each operation is written once, as a generator that yields Redis commands and
+receives their replies; a sync driver (redis-py) and an async driver
+(``redis.asyncio``) run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import pickle
+import threading
+import weakref
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+from ._errors import CommTimeoutError, SerializationError, StorageUnavailableError
+from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
+from ._redis_conn import Health, RedisSettings, import_redis, translate
+
+__all__ = ["RedisStore"]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_INT64 = range(-(2**63), 2**63)
+_SCAN_COUNT = 500
+_TIMED_CLIENTS = 4  # distinct per-call timeouts with a client of their own
+_MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
+
+
+class _Script:
+    """A Lua script run with EVALSHA (EVAL once if the server does not have it, e.g. after a restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_SETDEFAULT = _Script(
+    """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"""
+)
+# ARGV: mode ('absent' | 'equal'), expected bytes, new bytes, 'keepttl' or ''.
+# Returns {1} when stored, {0} when the key is absent, {0, current} when it holds something else.
+_COMPARE_AND_SET = _Script(
+    """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == 'absent' then
+  if current then return {0, current} end
+elseif not current then
+  return {0}
+elseif current ~= ARGV[2] then
+  return {0, current}
+end
+if ARGV[4] == 'keepttl' then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+return {1}
+"""
+)
+_PERSIST = _Script(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PERSIST', KEYS[1])
+return 1
+"""
+)
+
+Command = tuple[Any, ...]
+Plan = Generator[Command, Any, "bytes | None"]
+
+
+# -- representation ---------------------------------------------------------------
+def _pickled_int(raw: bytes) -> int | None:
+    """The int a pickle holds if it is exactly one plain ``int`` (read from its opcodes, not unpickled)."""
+    if len(raw) < 4 or raw[0] != 0x80 or raw[-1] != 0x2E:  # PROTO ... STOP
+        return None
+    i = 2
+    if raw[i] == 0x95:  # FRAME + 8-byte length
+        i += 9
+    if i >= len(raw) - 1:
+        return None
+    op, body = raw[i], raw[i + 1 : -1]
+    if op == 0x4B and len(body) == 1:  # BININT1
+        return body[0]
+    if op == 0x4D and len(body) == 2:  # BININT2
+        return int.from_bytes(body, "little")
+    if op == 0x4A and len(body) == 4:  # BININT
+        return int.from_bytes(body, "little", signed=True)
+    if op == 0x8A and len(body) >= 1 and body[0] == len(body) - 1:  # LONG1
+        return int.from_bytes(body[1:], "little", signed=True)
+    return None
+
+
+def to_cell(raw: bytes) -> bytes:
+    """What Redis holds for a pickled value: decimal text for an int, else the pickle itself."""
+    number = _pickled_int(raw)
+    return raw if number is None else str(number).encode()
+
+
+def from_cell(cell: bytes) -> bytes:
+    """The pickle of what Redis holds (the answer format of every store backend)."""
+    if cell[:1] == b"\x80":
+        return cell
+    try:
+        return pickle.dumps(int(cell), protocol=_PROTOCOL)
+    except ValueError:  # written by something else (redis-cli SET ...)
+        raise SerializationError(f"the value {cell[:40]!r} in Redis was not stored by shared_memory") from None
+
+
+class _Keys:
+    """Store keys ↔ Redis keys under ``{ns}:kv:``."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.prefix = settings.key("kv").encode()
+        self.pattern = self.prefix + b"*"
+
+    def encode(self, key: Any) -> bytes:
+        hash(key)  # unhashable keys fail here, as they do in a dict
+        kind = type(key)
+        if kind is str:
+            try:
+                return self.prefix + b"s" + key.encode()
+            except UnicodeEncodeError:  # lone surrogates: fall through to the pickle
+                pass
+        elif kind is int:
+            return self.prefix + b"i" + str(key).encode()
+        elif kind is bytes:
+            return self.prefix + b"b" + key
+        return self.prefix + b"p" + pickle.dumps(key, protocol=_PROTOCOL)
+
+    def decode(self, name: bytes) -> Any:
+        tag, body = name[len(self.prefix) : len(self.prefix) + 1], name[len(self.prefix) + 1 :]
+        if tag == b"s":
+            return body.decode()
+        if tag == b"i":
+            return int(body)
+        if tag == b"b":
+            return bytes(body)
+        if tag == b"p":
+            return pickle.loads(body)
+        raise ValueError(f"unknown key tag {tag!r}")
+
+
+def _ms(ttl: float) -> int:
+    return max(1, round(ttl * 1000))
+
+
+def _number(key: Any, cell: bytes | None) -> int | float:
+    current = 0 if cell is None else pickle.loads(from_cell(cell))
+    if isinstance(current, bool) or not isinstance(current, (int, float)):
+        raise TypeError(f"shared_memory key {key!r} holds {type(current).__name__}, not a number")
+    return current
+
+
+def _same_value(a: bytes, b: bytes) -> bool:
+    try:
+        return bool(pickle.loads(a) == pickle.loads(b))
+    except Exception:
+        return False
+
+
+class RedisStore:
+    """The store backend for ``storage="redis://..."``: ``execute`` / ``async_execute`` a typed operation.
+
+    The answer contract is ``MemoryStore.execute``'s: the result pickled, or
+    None for "no such key / nothing". One instance per process; thread-safe
+    (redis-py's pool gives each thread its own connection).
+    """
+
+    def __init__(self, settings: RedisSettings, label: str = "shared_memory") -> None:
+        self.settings = settings
+        self.keys = _Keys(settings)
+        self.health = Health(settings, label)
+        self._redis = import_redis()
+        self._client = settings.client()
+        self._timed: dict[float, Any] = {}  # clients for calls with their own timeout
+        self._timed_lock = threading.Lock()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    # -- drivers ------------------------------------------------------------------
+    def execute(self, op: StoreOp, timeout: float | None = None) -> bytes | None:
+        """Run ``op``; a lost server raises ``StorageUnavailableError`` within ``timeout``
+        (default ``call_timeout``), the socket timeout of the connection it runs on."""
+        self.health.check(op.method)
+        client = self._client if timeout is None else self._client_with_timeout(timeout)
+        try:
+            if type(op) is Get:  # the hot path, without a plan
+                cell = client.execute_command("GET", self.keys.encode(op.key))
+                result = None if cell is None else from_cell(cell)
+            else:
+                result = self._drive(self._plan(op), client)
+        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
+            self.health.failed(exc)
+            raise translate(exc, self.settings, op.method) from exc
+        except self._redis.RedisError as exc:
+            raise translate(exc, self.settings, op.method) from exc
+        if self.health.down_since is not None:
+            self.health.ok()
+        return result
+
+    def _drive(self, plan: Plan, client: Any) -> bytes | None:
+        try:
+            command = next(plan)
+            while True:
+                try:
+                    reply = self._call(client, command)
+                except self._redis.ResponseError as exc:
+                    command = plan.throw(exc)
+                else:
+                    command = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+    def _client_with_timeout(self, timeout: float) -> Any:
+        """A client whose socket timeout is ``timeout`` (sync redis-py has no per-command timeout)."""
+        if timeout == self.settings.call_timeout:
+            return self._client
+        with self._timed_lock:
+            client = self._timed.pop(timeout, None)
+            if client is None:
+                client = replace(self.settings, call_timeout=timeout).client()
+            self._timed[timeout] = client  # most recently used last
+            if len(self._timed) > _TIMED_CLIENTS:
+                oldest = next(iter(self._timed))
+                self._timed.pop(oldest).close()
+        return client
+
+    def _call(self, client: Any, command: Command) -> Any:
+        if type(command[0]) is _Script:
+            script, *rest = command
+            try:
+                return client.execute_command("EVALSHA", script.sha, 1, *rest)
+            except self._redis.exceptions.NoScriptError:
+                return client.execute_command("EVAL", script.source, 1, *rest)
+        return client.execute_command(*command)
+
+    async def async_execute(self, op: StoreOp, timeout: float | None = None) -> bytes | None:
+        """Like ``execute``, on ``redis.asyncio``; ``timeout`` (default ``call_timeout``) bounds the call."""
+        self.health.check(op.method)
+        limit = self.settings.call_timeout if timeout is None else timeout
+        try:
+            result = await asyncio.wait_for(self._run_async(op), limit)
+        except asyncio.TimeoutError as exc:
+            self.health.failed(exc)
+            raise StorageUnavailableError(
+                f"redis at {self.settings.where} did not answer {op.method!r} within {limit} s"
+            ) from None
+        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
+            self.health.failed(exc)
+            raise translate(exc, self.settings, op.method) from exc
+        except self._redis.RedisError as exc:
+            raise translate(exc, self.settings, op.method) from exc
+        self.health.ok()
+        return result
+
+    async def _run_async(self, op: StoreOp) -> bytes | None:
+        client = self._async_client()
+        plan = self._plan(op)
+        try:
+            command = next(plan)
+            while True:
+                try:
+                    reply = await self._async_call(client, command)
+                except self._redis.ResponseError as exc:
+                    command = plan.throw(exc)
+                else:
+                    command = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _async_call(self, client: Any, command: Command) -> Any:
+        if type(command[0]) is _Script:
+            script, *rest = command
+            try:
+                return await client.execute_command("EVALSHA", script.sha, 1, *rest)
+            except self._redis.exceptions.NoScriptError:
+                return await client.execute_command("EVAL", script.source, 1, *rest)
+        return await client.execute_command(*command)
+
+    def _async_client(self) -> Any:
+        # redis.asyncio connections belong to the loop that made them: one client per loop.
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = self.settings.async_client()
+        return client
+
+    def ping(self) -> None:
+        """Check the server answers (raises ``StorageUnavailableError`` if not)."""
+        try:
+            self._client.ping()
+        except (self._redis.RedisError, OSError) as exc:
+            self.health.failed(exc)
+            raise translate(exc, self.settings, "ping") from exc
+        self.health.ok()
+
+    def close(self) -> None:
+        self._client.close()
+        with self._timed_lock:
+            for client in self._timed.values():
+                client.close()
+            self._timed.clear()
+
+    # -- the operations, as plans -------------------------------------------------
+    def _plan(self, op: StoreOp) -> Plan:
+        match op:
+            case Get(key):
+                return self._get(key)
+            case Set(key, value, ttl):
+                return self._set(key, value, ttl)
+            case Delete(key, missing_ok):
+                return self._delete(key, missing_ok)
+            case Pop(key, default):
+                return self._pop(key, default)
+            case SetDefault(key, default):
+                return self._setdefault(key, default)
+            case Incr(key, amount):
+                return self._incr(key, amount)
+            case CompareAndSet(key, expected, new):
+                return self._compare_and_set(key, expected, new)
+            case Expire(key, ttl):
+                return self._expire(key, ttl)
+            case Ttl(key):
+                return self._ttl(key)
+            case GetAll():
+                return self._get_all()
+            case Clear():
+                return self._clear()
+        raise TypeError(f"not a store operation: {op!r}")
+
+    def _get(self, key: Any) -> Plan:
+        cell = yield ("GET", self.keys.encode(key))
+        return None if cell is None else from_cell(cell)
+
+    def _set(self, key: Any, raw: bytes, ttl: float | None) -> Plan:
+        name = self.keys.encode(key)
+        if ttl is None:
+            yield ("SET", name, to_cell(raw))
+        else:
+            yield ("SET", name, to_cell(raw), "PX", _ms(ttl))
+        return None
+
+    def _delete(self, key: Any, missing_ok: bool) -> Plan:
+        removed = yield ("DEL", self.keys.encode(key))
+        if not removed and not missing_ok:
+            raise KeyError(key)
+        return None
+
+    def _pop(self, key: Any, raw_default: bytes | None) -> Plan:
+        cell = yield ("GETDEL", self.keys.encode(key))
+        if cell is None:
+            if raw_default is None:
+                raise KeyError(key)
+            return raw_default
+        return from_cell(cell)
+
+    def _setdefault(self, key: Any, raw_default: bytes) -> Plan:
+        cell = yield (_SETDEFAULT, self.keys.encode(key), to_cell(raw_default))
+        return raw_default if cell is None else from_cell(cell)
+
+    def _incr(self, key: Any, amount: int | float) -> Plan:
+        name = self.keys.encode(key)
+        if type(amount) is int and amount in _INT64:
+            try:
+                total = yield ("INCRBY", name, amount)
+            except self._redis.ResponseError:
+                pass  # not a 64-bit int (a float, a big int, not a number): the slow path decides
+            else:
+                return pickle.dumps(int(total), protocol=_PROTOCOL)
+        for _ in range(_MAX_ATTEMPTS):
+            cell = yield ("GET", name)
+            total = _number(key, cell) + amount
+            new = pickle.dumps(total, protocol=_PROTOCOL)
+            if cell is None:
+                stored = yield (_COMPARE_AND_SET, name, "absent", b"", to_cell(new), "keepttl")
+            else:
+                stored = yield (_COMPARE_AND_SET, name, "equal", cell, to_cell(new), "keepttl")
+            if stored[0] == 1:
+                return new
+        raise CommTimeoutError(f"incr of {key!r} lost {_MAX_ATTEMPTS} races in a row; nothing was changed")
+
+    def _compare_and_set(self, key: Any, raw_expected: bytes | None, raw_new: bytes) -> Plan:
+        name = self.keys.encode(key)
+        new = to_cell(raw_new)
+        if raw_expected is None:
+            stored = yield (_COMPARE_AND_SET, name, "absent", b"", new, "")
+            return pickle.dumps(stored[0] == 1, protocol=_PROTOCOL)
+        expected = to_cell(raw_expected)
+        for _ in range(_MAX_ATTEMPTS):
+            stored = yield (_COMPARE_AND_SET, name, "equal", expected, new, "")
+            if stored[0] == 1 or len(stored) == 1:
+                return pickle.dumps(stored[0] == 1, protocol=_PROTOCOL)
+            current = stored[1]
+            # Other bytes may still be an equal value (1.0 == 1, dicts in another order):
+            # the memory backend compares values, so compare them here and retry with those bytes.
+            if not _same_value(from_cell(current), raw_expected):
+                return pickle.dumps(False, protocol=_PROTOCOL)
+            expected = current
+        raise CommTimeoutError(f"compare_and_set of {key!r} lost {_MAX_ATTEMPTS} races in a row; nothing was changed")
+
+    def _expire(self, key: Any, ttl: float | None) -> Plan:
+        name = self.keys.encode(key)
+        if ttl is None:
+            done = yield (_PERSIST, name)
+        else:
+            done = yield ("PEXPIRE", name, _ms(ttl))
+        return pickle.dumps(bool(done), protocol=_PROTOCOL)
+
+    def _ttl(self, key: Any) -> Plan:
+        left = yield ("PTTL", self.keys.encode(key))
+        if left == -2:
+            raise KeyError(key)
+        return pickle.dumps(None if left == -1 else left / 1000, protocol=_PROTOCOL)
+
+    def _scan(self) -> Generator[Command, Any, list[bytes]]:
+        names: dict[bytes, None] = {}  # SCAN may return a key twice
+        cursor = 0
+        while True:
+            cursor, batch = yield ("SCAN", cursor, "MATCH", self.keys.pattern, "COUNT", _SCAN_COUNT)
+            names.update(dict.fromkeys(batch))
+            if int(cursor) == 0:
+                return list(names)
+
+    def _get_all(self) -> Plan:
+        names = yield from self._scan()
+        items: list[tuple[Any, bytes]] = []
+        for start in range(0, len(names), _SCAN_COUNT):
+            chunk = names[start : start + _SCAN_COUNT]
+            cells = yield ("MGET", *chunk)
+            for name, cell in zip(chunk, cells, strict=True):
+                if cell is None:
+                    continue  # deleted or expired since the SCAN
+                try:
+                    items.append((self.keys.decode(name), from_cell(cell)))
+                except Exception as exc:  # one foreign key must not make get_all unusable
+                    from ..log import logger
+
+                    logger.warning(f"get_all skipped Redis key {name!r}, not written by shared_memory: {exc}")
+        return pickle.dumps(items, protocol=_PROTOCOL)
+
+    def _clear(self) -> Plan:
+        names = yield from self._scan()
+        for start in range(0, len(names), _SCAN_COUNT):
+            yield ("UNLINK", *names[start : start + _SCAN_COUNT])
+        return None

@@ -1,0 +1,199 @@
+"""The semantics both storage backends share, run against each: the host's memory and a real Redis.
+
+One host with one child per backend (module-scoped, to keep the suite quick); each test uses keys of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from liteyuki import LiteyukiBot
+from liteyuki.comm import Channel, get_channel
+from liteyuki.comm.storage import shared_memory
+
+from . import targets
+from .conftest import unique
+from .redis_server import OWNED
+from .test_channels import ask
+
+CHILD = "backend-agent"
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    config: dict[str, Any] = {"pyproject": None, "stop_grace": 3.0}
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        config.update(storage=server.url(3), storage_namespace=unique("suite"))
+    bot = LiteyukiBot(**config)
+    bot.process_manager.add_target(CHILD, targets.agent)
+    with bot.running():
+        yield request.param
+    leftover = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
+    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline()) and p.pid not in OWNED]
+    assert not leftover, f"processes left behind: {leftover}"
+
+
+def test_set_get_and_snapshot_in_host_and_child(backend):
+    key = unique("k")
+    shared_memory.set(key, {"from": "host"})
+    assert ask(CHILD, "get", key) == {"from": "host"}
+    assert ask(CHILD, "set", key, [1, 2, 3]) is None
+    assert shared_memory.get(key) == [1, 2, 3]
+    assert ask(CHILD, "get", unique("missing"), "dflt") == "dflt"
+    snapshot = shared_memory.get_all()
+    assert snapshot[key] == [1, 2, 3]
+    snapshot[key] = "changed locally"
+    assert shared_memory.get(key) == [1, 2, 3]
+
+
+def test_keys_of_every_common_type_come_back_with_their_type(backend):
+    tag = unique("t")
+    keys = [f"{tag}-ключ", 10**30 + len(tag), -7 - len(tag), tag.encode(), (tag, 1, None), f"{tag}\udcff"]
+    for i, key in enumerate(keys):
+        shared_memory.set(key, i)
+    snapshot = shared_memory.get_all()
+    for i, key in enumerate(keys):
+        assert snapshot[key] == i and shared_memory.get(key) == i
+        assert ask(CHILD, "get", key) == i
+    with pytest.raises(TypeError, match=r"^shared_memory keys must be hashable, got list$"):
+        shared_memory.set([tag], 1)
+
+
+def test_atomic_helpers_in_a_child(backend):
+    key = unique("k")
+    assert ask(CHILD, "call", "setdefault", key, 1) == 1
+    assert ask(CHILD, "call", "setdefault", key, 2) == 1
+    assert ask(CHILD, "call", "compare_and_set", key, 1, 10) is True
+    assert ask(CHILD, "call", "compare_and_set", key, 1, 20) is False
+    assert ask(CHILD, "call", "compare_and_set", key, 10.0, 11) is True  # equal values, not equal pickles
+    assert shared_memory.get(key) == 11
+    assert ask(CHILD, "call", "pop", key) == 11
+    assert ask(CHILD, "call", "pop", key, "gone") == "gone"
+    error = ask(CHILD, "call", "pop", key)
+    assert type(error) is KeyError and error.args == (key,)
+    error = ask(CHILD, "call", "delete", key, False)
+    assert type(error) is KeyError and error.args == (key,)
+    assert ask(CHILD, "call", "compare_and_set", key, None, "created") is True
+    assert ask(CHILD, "call", "compare_and_set", key, None, "again") is False
+    assert shared_memory.get(key) == "created"
+    shared_memory.set(key, {"a": 1, "b": 2})
+    assert shared_memory.compare_and_set(key, {"b": 2, "a": 1}, "dict matched") is True
+
+
+def test_incr_is_exact_for_ints_big_ints_and_floats(backend):
+    key, text = unique("n"), unique("text")
+    assert ask(CHILD, "call", "incr", key) == 1
+    assert shared_memory.incr(key, 2**63 - 2) == 2**63 - 1  # the top of 64 bits
+    assert shared_memory.incr(key, 1) == 2**63  # and past it, exactly
+    assert ask(CHILD, "call", "incr", key, -(2**63)) == 0
+    assert shared_memory.incr(key, 10**40) == 10**40
+    assert shared_memory.incr(key, 0.5) == 10**40 + 0.5
+    assert type(shared_memory.incr(unique("f"), 1.25)) is float
+    shared_memory.set(text, "not a number")
+    error = ask(CHILD, "call", "incr", text)
+    assert type(error) is TypeError and "holds str, not a number" in str(error)
+    shared_memory.set(text, True)
+    with pytest.raises(TypeError, match=r"holds bool, not a number"):
+        shared_memory.incr(text)
+    with pytest.raises(TypeError, match=r"^incr amount must be a number, got str$"):
+        shared_memory.incr(key, "1")
+
+
+def test_incr_from_child_threads_and_host_threads_loses_no_update(backend):
+    key = unique("counter")
+    get_channel(f"{CHILD}-passive").send(("incr_many", key, 300, 3))
+
+    def local() -> None:
+        for _ in range(300):
+            shared_memory.incr(key)
+
+    workers = [threading.Thread(target=local) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert get_channel(f"{CHILD}-active").receive(timeout=60) == "done"
+    assert shared_memory.get(key) == 300 * 5
+
+
+def test_expiry_ttl_and_persist(backend):
+    key, forever = unique("ttl"), unique("forever")
+    shared_memory.set(key, "v", ttl=0.3)
+    assert 0 < shared_memory.ttl(key) <= 0.3
+    assert ask(CHILD, "get", key) == "v"
+    shared_memory.set(forever, "v", ttl=100)
+    assert ask(CHILD, "call", "expire", forever, None) is True
+    assert shared_memory.ttl(forever) is None
+    assert shared_memory.expire(unique("missing"), 5) is False
+    assert ask(CHILD, "call", "expire", unique("missing"), None) is False
+    error = ask(CHILD, "call", "ttl", unique("missing"))
+    assert type(error) is KeyError
+    threading.Event().wait(0.4)  # waiting out a wall-clock expiry is the point of this test
+    assert ask(CHILD, "get", key, "expired") == "expired"
+    assert shared_memory.get(key) is None
+
+
+def test_async_twins_in_a_child(backend):
+    key = unique("async")
+    assert ask(CHILD, "async_call", "set", key, 41) is None
+    assert ask(CHILD, "async_call", "incr", key) == 42
+    assert ask(CHILD, "async_call", "get", key) == 42
+    assert ask(CHILD, "async_call", "compare_and_set", key, 42, 43) is True
+    assert ask(CHILD, "async_call", "setdefault", key, 0) == 43
+    assert ask(CHILD, "async_call", "get_all")[key] == 43
+    assert ask(CHILD, "async_call", "pop", key) == 43
+    error = ask(CHILD, "async_call", "pop", key)
+    assert type(error) is KeyError
+
+
+def test_publish_reaches_subscribers_in_host_and_child(backend):
+    topic = unique("topic")
+    assert ask(CHILD, "subscribe", topic) == "subscribed"
+    seen = threading.Event()
+    shared_memory.on_subscriber_receive(topic)(lambda data: seen.set() if data == "news" else None)
+    shared_memory.publish(topic, "news")
+    assert get_channel(f"{CHILD}-active").receive(timeout=10) == ("published", topic, "news")
+    assert seen.wait(10)
+
+
+def test_cluster_channel_between_host_and_child(backend):
+    name = unique("jobs")
+    chan = Channel(name, cluster=True)
+    assert Channel(name, cluster=True) is chan
+    for i in range(5):
+        chan.send(i)
+    assert sorted(ask(CHILD, "cluster_recv", name, 5, 10)) == [0, 1, 2, 3, 4]
+    assert ask(CHILD, "cluster_send", name, ["back"]) == "sent"
+    assert chan.receive(timeout=10) == "back"
+
+
+def test_clear_empties_the_store(backend):
+    key = unique("k")
+    shared_memory.set(key, 1)
+    ask(CHILD, "call", "clear")
+    assert shared_memory.get_all() == {}
+    assert shared_memory.get(key) is None
+
+
+def test_a_cluster_channel_is_typed_has_one_receive_mode_and_closes(backend):
+    from liteyuki.comm import ChannelClosedError, ChannelTypeError, CommTimeoutError, ReceiveModeError
+
+    name = unique("typed")
+    chan = Channel[int](name, cluster=True)
+    assert isinstance(chan, Channel)
+    with pytest.raises(ChannelTypeError, match=rf"^channel '{name}' carries int, got str: 'x'$"):
+        chan.send("x")
+    with pytest.raises(CommTimeoutError, match=rf"^no message on channel '{name}' within 0.1 s$"):
+        chan.receive(timeout=0.1)
+    with pytest.raises(ReceiveModeError, match=rf"^channel '{name}' is already in active mode"):
+        chan.on_receive()(print)
+    chan.close()
+    chan.close()
+    with pytest.raises(ChannelClosedError, match=rf"^channel '{name}' is closed$"):
+        chan.send(1)
