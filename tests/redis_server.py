@@ -32,17 +32,56 @@ def redis_server_path() -> str:
     return path
 
 
+def make_tls_files(folder: str) -> dict[str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl; in CI its absence fails)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is not installed; the TLS test needs it")
+        pytest.skip("openssl is not installed")
+    files = {name: os.path.join(folder, f"{name}.pem") for name in ("ca", "ca_key", "cert", "key", "csr")}
+    ext = os.path.join(folder, "ext.cnf")
+    with open(ext, "w") as out:
+        out.write("subjectAltName=IP:127.0.0.1\n")
+    quiet = {"check": True, "capture_output": True, "timeout": 60}
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca_key"],
+                    "-out", files["ca"], "-days", "2", "-subj", "/CN=liteyuki-test-ca"], **quiet)  # fmt: skip
+    subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["key"],
+                    "-out", files["csr"], "-subj", "/CN=127.0.0.1"], **quiet)  # fmt: skip
+    subprocess.run([openssl, "x509", "-req", "-in", files["csr"], "-CA", files["ca"], "-CAkey", files["ca_key"],
+                    "-CAcreateserial", "-out", files["cert"], "-days", "2", "-extfile", ext], **quiet)  # fmt: skip
+    return files
+
+
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls  # make_tls_files(): then the server speaks TLS only
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir = tempfile.mkdtemp(prefix="liteyuki-redis-")
 
     def url(self, db: int = 0) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/{db}?ssl_ca_certs={self.tls['ca']}"
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        if self.tls is None:
+            return sock
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.tls["ca"])
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
     def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [redis_server_path(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args = [redis_server_path(), "--bind", "127.0.0.1"]
+        if self.tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            args += ["--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"]]
+            args += ["--tls-ca-cert-file", self.tls["ca"]]
         args += ["--save", "", "--appendonly", "no", "--dir", self.dir]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         OWNED.add(self.proc.pid)
@@ -51,7 +90,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode} (port {self.port} taken?)")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                with self._connect() as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
                         return self

@@ -248,3 +248,25 @@ def test_keys_written_by_other_tools_in_the_namespace_do_not_break_get_all(redis
     assert shared_memory.get_all() == {"ours": 1}
     with pytest.raises(SerializationError, match=r"^the value b'hello' in Redis was not stored by shared_memory$"):
         shared_memory.get("foreign")
+
+
+def test_rediss_with_a_ca_in_the_url_works_and_without_it_is_a_clear_error(tmp_path, host):
+    from .redis_server import make_tls_files
+
+    server = RedisServer(tls=make_tls_files(str(tmp_path))).start()
+    try:
+        name = unique()
+        host({name: targets.agent}, storage=server.url(), storage_namespace=unique("tls"))
+        shared_memory.set("k", "over TLS")
+        assert ask(name, "get", "k") == "over TLS"
+        assert ask(name, "async_call", "get", "k") == "over TLS"
+        from liteyuki.comm.lowlevel import redis_store
+
+        without_ca = redis_store(f"rediss://127.0.0.1:{server.port}/0", "tls")
+        from liteyuki.comm._ops import Get
+
+        with pytest.raises(StorageUnavailableError, match=r"CERTIFICATE_VERIFY_FAILED"):
+            without_ca.execute(Get("k"))
+        without_ca.close()
+    finally:
+        server.close()
