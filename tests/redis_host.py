@@ -10,6 +10,7 @@ import sys
 import threading
 
 from liteyuki import LiteyukiBot, get_bot
+from liteyuki.comm import get_channel
 from liteyuki.comm.storage import shared_memory
 from tests import redis_targets
 
@@ -21,6 +22,9 @@ if __name__ == "__main__":
     for child in names:
         if scenario == "mesh":
             bot.process_manager.add_target(child, redis_targets.mesh_worker, (child, other))
+        elif scenario == "resilient":
+            bot.process_manager.add_target(child, redis_targets.resilient_worker, (child,))
+            get_channel(f"{child}-active").on_receive()(lambda said: print("SAID", *said, flush=True))
         else:
             bot.process_manager.add_target(child, redis_targets.cluster_receiver, (child, 40))
 

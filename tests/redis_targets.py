@@ -75,3 +75,30 @@ def cluster_receiver(me: str, stall_after: int) -> None:
 
     shared_memory.set(f"ready:{me}", os.getpid())
     threading.Event().wait()
+
+
+def resilient_worker(me: str) -> None:
+    """Beats into the store every 50 ms, and says on its active channel when the store went away."""
+    from liteyuki.comm import StorageUnavailableError, active_channel
+
+    jobs = Channel("jobs-after-restart", cluster=True)
+
+    @jobs.on_receive()
+    def job(i: int) -> None:
+        shared_memory.incr(f"job:{i}")
+
+    @shared_memory.on_subscriber_receive("ping")
+    def ping(n: int) -> None:
+        shared_memory.set(f"pong:{me}", n)
+
+    down = False
+    pace = threading.Event()
+    while True:
+        try:
+            shared_memory.incr(f"beat:{me}")
+            down = False
+        except StorageUnavailableError:
+            if not down:
+                active_channel.send(("down", me))
+                down = True
+        pace.wait(0.05)  # the beat's pace, not a synchronisation

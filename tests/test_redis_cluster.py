@@ -42,11 +42,13 @@ class HostProcess:
             start_new_session=True,
         )
         self.pids: list[int] = []
+        self.lines: list[str] = []  # what it printed
         ready = threading.Event()
 
         def read() -> None:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
+                self.lines.append(line)
                 if line.startswith("READY"):
                     self.pids = [int(p) for p in line.split()[1:]]
                     ready.set()
@@ -234,3 +236,45 @@ def test_the_readme_two_machine_example_runs_as_written(redis_server: RedisServe
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 raise
+
+
+@pytest.mark.timeout(120)
+def test_two_hosts_ride_out_a_kill_9_of_redis_and_its_restart(own_redis: RedisServer, host, hosts):
+    from liteyuki.comm import StorageUnavailableError
+
+    def store(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except StorageUnavailableError:
+            return None
+
+    url, ns = own_redis.url(), unique("phoenix")
+    host(storage=url, storage_namespace=ns, call_timeout=3.0)
+    a = hosts(url, ns, "A", "resilient", "2")
+    b = hosts(url, ns, "B", "resilient", "2")
+    children = ["A-0", "A-1", "B-0", "B-1"]
+    wait_until(lambda: all(shared_memory.get(f"beat:{c}") for c in children), 60, "every child's beat")
+
+    own_redis.kill()
+    said = lambda: "".join(a.lines + b.lines)  # noqa: E731
+    wait_until(lambda: all(f"SAID down {c}\n" in said() for c in children), 30, "every child to see Redis gone")
+    own_redis.start()  # the same port, empty (no persistence)
+
+    # Every child's calls work again by themselves: the beats come back.
+    wait_until(lambda: all(store(lambda c=c: shared_memory.get(f"beat:{c}")) for c in children), 30, "beats")
+    # Subscriptions came back: a publish reaches every child (publish until it did: none is kept meanwhile).
+    n = 0
+
+    def ponged() -> bool:
+        nonlocal n
+        n += 1
+        store(lambda: shared_memory.publish("ping", n))
+        return all(store(lambda c=c: shared_memory.get(f"pong:{c}")) for c in children)
+
+    wait_until(ponged, 30, "a publish to reach every child after the restart")
+    # Stream consumers came back: 100 jobs, each handled once.
+    jobs = Channel("jobs-after-restart", cluster=True)
+    for i in range(100):
+        jobs.send(i)
+    wait_until(lambda: all(shared_memory.get(f"job:{i}") for i in range(100)), 60, "the jobs after the restart")
+    assert [shared_memory.get(f"job:{i}") for i in range(100)] == [1] * 100
