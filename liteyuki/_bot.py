@@ -72,6 +72,7 @@ class LiteyukiBot:
         if _in_child():
             # It would replace the child's link to its host with a hub of its own.
             raise RuntimeError("LiteyukiBot runs in the host process, not in one of its children")
+        lowlevel.check_storage(config)  # a bad storage URL fails here, before anything changed
         with _bot_lock:
             if _bot is not None and _bot._state == _RUNNING:
                 raise RuntimeError(

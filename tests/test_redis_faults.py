@@ -38,8 +38,12 @@ from .test_channels import ask
     ],
 )
 def test_bad_storage_settings_fail_at_construction(config: dict[str, Any], message: str):
+    from liteyuki import get_config
+
+    before = get_config("storage_namespace"), get_config("pyproject")
     with pytest.raises(ValueError, match=message):
-        LiteyukiBot(pyproject=None, **config)
+        LiteyukiBot(**{"pyproject": "changed.toml", "storage_namespace": "changed", **config})
+    assert (get_config("storage_namespace"), get_config("pyproject")) == before  # nothing changed
 
 
 def test_storage_from_the_environment_variable(monkeypatch: pytest.MonkeyPatch):

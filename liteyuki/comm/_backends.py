@@ -21,7 +21,15 @@ from typing import Any
 
 from ._redis_conn import settings_from
 
-__all__ = ["STORAGE_ENV", "close_all", "close_backends", "configure_backends", "storage_env", "storage_url"]
+__all__ = [
+    "STORAGE_ENV",
+    "check_storage",
+    "close_all",
+    "close_backends",
+    "configure_backends",
+    "storage_env",
+    "storage_url",
+]
 
 STORAGE_ENV = "LITEYUKI_STORAGE"
 NAMESPACE_ENV = "LITEYUKI_STORAGE_NAMESPACE"
@@ -41,6 +49,14 @@ def storage_env(config: dict[str, Any]) -> dict[str, str]:
     if url == "memory":
         return {STORAGE_ENV: "memory"}
     return {STORAGE_ENV: url, NAMESPACE_ENV: str(config.get("storage_namespace") or "liteyuki")}
+
+
+def check_storage(config: dict[str, Any]) -> None:
+    """Raise the ValueError / ImportError ``configure_backends`` would, before anything changed."""
+    url = storage_url(config)
+    if url != "memory":
+        namespace = config.get("storage_namespace")
+        settings_from(url, "liteyuki" if namespace is None else namespace, 10.0, config.get("cluster_claim_idle", 30.0))
 
 
 def configure_backends(runtime: Any, config: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._backends import storage_env
+from ._backends import check_storage, storage_env
 from ._channel import _park, forget_local_ends, local_end, local_ends
 from ._client import ChildRuntime
 from ._context import current, install, installed
@@ -32,6 +32,7 @@ __all__ = [
     "Writer",
     "call_in_loop",
     "channel_status",
+    "check_storage",
     "check_timeout",
     "close_runtime",
     "current",

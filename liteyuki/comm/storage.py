@@ -5,6 +5,10 @@ request/response frames to the host with a timeout. Values must pickle: an
 unpicklable value raises ``SerializationError`` at the caller and nothing is
 stored. Errors raised by the host (``KeyError``, ``TypeError``) arrive with
 their own type. Every operation is atomic.
+
+With ``storage="redis://..."`` every process (host and children, of every host
+on that Redis) runs the same operations on Redis directly (``_redis_store.py``);
+then a lost server is ``StorageUnavailableError`` within the call's timeout.
 """
 
 from __future__ import annotations
