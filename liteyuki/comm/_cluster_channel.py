@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ..log import logger
-from ._channel import Channel, _hint_name, _qualname
+from ._channel import Channel, _hint_name, _qualname, _safe_repr, _same_hint
 from ._context import current
 from ._dispatch import dispatcher
 from ._errors import (
@@ -59,6 +59,7 @@ from ._errors import (
 )
 from ._redis_conn import BACKOFF_FIRST, BACKOFF_MAX, Health, RedisSettings, import_redis, translate
 from ._typecheck import matches
+from ._validate import check_timeout
 from ._wire import dumps, loads
 
 __all__ = ["ClusterChannel", "cluster_end", "cluster_ends"]
@@ -127,7 +128,8 @@ class ClusterChannel(Channel[T], Generic[T]):
     def _setup_cluster(self, name: str, settings: RedisSettings, process_name: str) -> None:
         self.name = name
         self._what = f"message on channel {name!r}"
-        self._hint = None
+        self._hint: Any = None
+        self._hint_conflict: str | None = None
         self._type_check = True
         self._batch = DEFAULT_BATCH
         self._settings = settings
@@ -163,6 +165,7 @@ class ClusterChannel(Channel[T], Generic[T]):
         """Append ``data`` to the stream (one round trip to Redis; never waits for a receiver)."""
         if self._closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
+        check_timeout(timeout)
         self._check(data)
         payload = dumps(data, current().max_message_size, what=self._what)
         self._health.check(f"send on {self.name!r}")
@@ -176,6 +179,7 @@ class ClusterChannel(Channel[T], Generic[T]):
         """``send`` on ``redis.asyncio``: never blocks the loop."""
         if self._closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
+        check_timeout(timeout)
         self._check(data)
         payload = dumps(data, current().max_message_size, what=self._what)
         self._health.check(f"send on {self.name!r}")
@@ -186,20 +190,43 @@ class ClusterChannel(Channel[T], Generic[T]):
             raise self._failed(exc, f"send on {self.name!r}") from exc
         self._health.ok()
 
+    # typing sets __orig_class__ on what Channel[T](name, cluster=True) returned: the element type.
+    @property
+    def __orig_class__(self) -> Any:
+        return self.__dict__.get("_orig_class")
+
+    @__orig_class__.setter
+    def __orig_class__(self, alias: Any) -> None:
+        hint = (getattr(alias, "__args__", None) or (None,))[0]
+        if isinstance(hint, TypeVar):
+            return
+        if self._hint is not None and not _same_hint(self._hint, hint):
+            self._hint_conflict = (
+                f"channel {self.name!r} was created in this process as Channel[{_hint_name(self._hint)}] "
+                f"and again as Channel[{_hint_name(hint)}]: one element type per channel name"
+            )
+            raise ChannelTypeError(self._hint_conflict)
+        self.__dict__["_orig_class"] = alias
+        self._hint = hint
+
     def _element_type(self) -> Any:
-        if self._hint is None:
-            orig = self.__dict__.get("__orig_class__")  # set by typing: Channel[int](...)
-            if orig is not None:
-                self._hint = orig.__args__[0]
         return self._hint
 
     def _check(self, data: Any) -> None:
-        if not self._type_check:
+        if self._hint_conflict is not None:
+            raise ChannelTypeError(self._hint_conflict)
+        hint = self._hint
+        if hint is None or not self._type_check:
             return
-        hint = self._element_type()
-        if hint is not None and not matches(data, hint):
+        try:
+            ok = matches(data, hint)
+        except Exception as exc:  # a value's hostile __eq__/__iter__ never changes the error type
             raise ChannelTypeError(
-                f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {data!r:.80}"
+                f"channel {self.name!r} carries {_hint_name(hint)}: checking the value failed ({exc!r:.80})"
+            ) from exc
+        if not ok:
+            raise ChannelTypeError(
+                f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {_safe_repr(data)}"
             )
 
     def _failed(self, exc: BaseException, what: str) -> BaseException:
@@ -329,6 +356,7 @@ class ClusterChannel(Channel[T], Generic[T]):
     # -- active mode -----------------------------------------------------------------
     def receive(self, timeout: float | None = None) -> T:
         """Take one message from the cluster (any thread); ``CommTimeoutError`` after ``timeout`` s."""
+        check_timeout(timeout)
         self._claim_mode(_ACTIVE)
         deadline = None if timeout is None else time.monotonic() + timeout
         generation = self._generation
@@ -359,6 +387,7 @@ class ClusterChannel(Channel[T], Generic[T]):
 
     async def async_receive(self, timeout: float | None = None) -> T:
         """Await one message from the cluster without blocking the loop."""
+        check_timeout(timeout)
         self._claim_mode(_ACTIVE)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout

@@ -22,8 +22,9 @@ Atomicity: each operation is one Redis command (``GETDEL`` for ``pop``,
 and needs no dedicated connection, while ``WATCH`` costs three round trips and
 retries under contention. ``compare_and_set`` compares the stored bytes in the
 script (exact for ints and strings, whose pickles are canonical); when the
-bytes differ it compares the unpickled values here, as the memory backend
-does, and retries the script with the bytes it saw if they are equal.
+bytes differ it compares the values here exactly as the memory backend does
+(plain builtin data only: no user class is imported, no user ``__eq__`` runs),
+and retries the script with the bytes it saw if they are equal.
 
 ``get_all`` and ``clear`` walk the namespace with ``SCAN`` (never ``KEYS``);
 ``get_all`` is a snapshot of each key, not of all keys at one instant.
@@ -47,6 +48,11 @@ from typing import Any
 from ._errors import CommTimeoutError, SerializationError, StorageUnavailableError
 from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
 from ._redis_conn import Health, RedisSettings, import_redis, translate
+from ._store import _NotPlain as NotPlain
+from ._store import _number as number_in
+from ._store import _plain as plain
+from ._store import _plain_equal as plain_equal
+from ._validate import safe_repr
 
 __all__ = ["RedisStore"]
 
@@ -182,17 +188,20 @@ def _ms(ttl: float) -> int:
 
 
 def _number(key: Any, cell: bytes | None) -> int | float:
-    current = 0 if cell is None else pickle.loads(from_cell(cell))
-    if isinstance(current, bool) or not isinstance(current, (int, float)):
-        raise TypeError(f"shared_memory key {key!r} holds {type(current).__name__}, not a number")
+    """The number a cell holds, read as the memory backend reads it: no class is imported,
+    and a bool, an int subclass or a user's number type is refused like any non-number."""
+    if cell is None:
+        return 0
+    raw = from_cell(cell)
+    current: Any = number_in(raw)
+    if current is None:
+        try:
+            current = plain(raw)
+        except NotPlain as exc:
+            raise TypeError(f"shared_memory key {safe_repr(key)} holds {exc.args[0]}, not a number") from None
+    if type(current) not in (int, float):
+        raise TypeError(f"shared_memory key {safe_repr(key)} holds {type(current).__name__}, not a number")
     return current
-
-
-def _same_value(a: bytes, b: bytes) -> bool:
-    try:
-        return bool(pickle.loads(a) == pickle.loads(b))
-    except Exception:
-        return False
 
 
 class RedisStore:
@@ -427,9 +436,9 @@ class RedisStore:
             if stored[0] == 1 or len(stored) == 1:
                 return pickle.dumps(stored[0] == 1, protocol=_PROTOCOL)
             current = stored[1]
-            # Other bytes may still be an equal value (1.0 == 1, dicts in another order):
-            # the memory backend compares values, so compare them here and retry with those bytes.
-            if not _same_value(from_cell(current), raw_expected):
+            # Other bytes may still be an equal value (1.0 == 1, dicts in another order): compare
+            # as the memory backend does (plain builtin data only) and retry with those bytes.
+            if not plain_equal(from_cell(current), raw_expected):
                 return pickle.dumps(False, protocol=_PROTOCOL)
             expected = current
         raise CommTimeoutError(f"compare_and_set of {key!r} lost {_MAX_ATTEMPTS} races in a row; nothing was changed")
