@@ -5,6 +5,7 @@ One host with one child per backend (module-scoped, to keep the suite quick); ea
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -101,6 +102,11 @@ def test_incr_is_exact_for_ints_big_ints_and_floats(backend):
     shared_memory.set(text, True)
     with pytest.raises(TypeError, match=r"holds bool, not a number"):
         shared_memory.incr(text)
+    shared_memory.set(text, signal.Signals.SIGINT)  # an int subclass: refused, its class never imported
+    with pytest.raises(TypeError, match=r"holds signal\.Signals, not a number$"):
+        shared_memory.incr(text)
+    shared_memory.set(text, 1)
+    assert shared_memory.compare_and_set(text, True, 2) is True  # plain data compares by value (1 == True)
     with pytest.raises(TypeError, match=r"^amount must be an int or float, got str$"):
         shared_memory.incr(key, "1")
 
