@@ -28,6 +28,7 @@ _CHUNK = 1 << 20
 _JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer; larger go as iovecs
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
+_MAIN_THREAD = threading.main_thread()
 # A sender that finds the link written to less than WINDOW ago leaves its frame queued;
 # frames wait until MAX_AGE has passed or 64 KiB are queued, then the sender at hand (or
 # the backstop's timer, at the end of a burst) writes them in one go: a burst of small
@@ -105,6 +106,14 @@ class Writer:
                     self._cond.notify_all()
                 return
             self._busy = True
+            if threading.current_thread() is _MAIN_THREAD:
+                # Ctrl+C lands on the main thread, and it may land between a write and the
+                # bookkeeping of what that write took: the frames would go out twice. The
+                # main thread hands its writes to the backstop thread instead.
+                self._backstop_wanted = True
+                self._ensure_backstop()
+                self._cond.notify_all()
+                return
         self._drain()
 
     def _drain(self) -> None:
@@ -208,6 +217,14 @@ class Writer:
             if self._busy or not self._queue:
                 return
             self._busy = True
+            if threading.current_thread() is _MAIN_THREAD:
+                # Ctrl+C lands on the main thread, and it may land between a write and the
+                # bookkeeping of what that write took: the frames would go out twice. The
+                # main thread hands its writes to the backstop thread instead.
+                self._backstop_wanted = True
+                self._ensure_backstop()
+                self._cond.notify_all()
+                return
         self._drain()
 
     def detach(self) -> None:
