@@ -105,14 +105,7 @@ class Writer:
                     self._ensure_backstop()
                     self._cond.notify_all()
                 return
-            self._busy = True
-            if threading.current_thread() is _MAIN_THREAD:
-                # Ctrl+C lands on the main thread, and it may land between a write and the
-                # bookkeeping of what that write took: the frames would go out twice. The
-                # main thread hands its writes to the backstop thread instead.
-                self._backstop_wanted = True
-                self._ensure_backstop()
-                self._cond.notify_all()
+            if not self._claim_write():
                 return
         self._drain()
 
@@ -150,6 +143,21 @@ class Writer:
                     self._backstop_wanted = True
                     self._ensure_backstop()
                     self._cond.notify_all()
+
+    def _claim_write(self) -> bool:
+        """Take the link for a write (lock held); False when it goes to the backstop instead.
+
+        Ctrl+C lands on the main thread, and it may land between a write and the
+        bookkeeping of what that write took: the frames would go out twice. The main
+        thread hands its writes to the backstop thread instead.
+        """
+        self._busy = True
+        if threading.current_thread() is not _MAIN_THREAD:
+            return True
+        self._backstop_wanted = True
+        self._ensure_backstop()
+        self._cond.notify_all()
+        return False
 
     def _ensure_backstop(self) -> None:
         if self._thread is None:
@@ -216,14 +224,7 @@ class Writer:
             self._sock = sock
             if self._busy or not self._queue:
                 return
-            self._busy = True
-            if threading.current_thread() is _MAIN_THREAD:
-                # Ctrl+C lands on the main thread, and it may land between a write and the
-                # bookkeeping of what that write took: the frames would go out twice. The
-                # main thread hands its writes to the backstop thread instead.
-                self._backstop_wanted = True
-                self._ensure_backstop()
-                self._cond.notify_all()
+            if not self._claim_write():
                 return
         self._drain()
 
