@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from ..log import logger
@@ -424,20 +424,6 @@ class ClusterChannel(Channel[T], Generic[T]):
             raise ChannelClosedError(f"channel {self.name!r} is closed")
         if self._generation != generation:
             raise ChannelClosedError(f"channel {self.name!r} was released for shutdown")
-
-    def __iter__(self) -> Iterator[T]:
-        while True:
-            try:
-                yield self.receive()
-            except ChannelClosedError:
-                return
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        while True:
-            try:
-                yield await self.async_receive()
-            except ChannelClosedError:
-                return
 
     # -- passive mode ----------------------------------------------------------------
     def on_receive(self, filter_func: FilterFunc | None = None) -> Callable[[Callback], Callback]:
