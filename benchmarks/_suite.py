@@ -582,13 +582,15 @@ def phase_main(cfg: Config, results: dict[str, Result]) -> None:
 
 
 # -- runs and output ------------------------------------------------------------------------
-def one_run(cfg: Config, index: int, total: int) -> Run:
+PHASES = {"startup": "phase_startup", "nonebot": "phase_nonebot", "main": "phase_main"}
+
+
+def one_run(cfg: Config, index: int, total: int, phases: tuple[str, ...] = tuple(PHASES)) -> Run:
     run = Run(index, os.getloadavg())
     log(f"run {index}/{total} ({'quick' if cfg.quick else 'full'}, {cfg.repeats} repeats), load {run.load_before}")
     t0 = perf_counter()
-    phase_startup(cfg, run.results)
-    phase_nonebot(cfg, run.results)
-    phase_main(cfg, run.results)
+    for phase in phases:
+        globals()[PHASES[phase]](cfg, run.results)
     run.seconds = perf_counter() - t0
     run.load_after = os.getloadavg()
     log(f"run {index}/{total} done in {run.seconds:.0f} s, load {run.load_after}")
@@ -611,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=_positive, default=1, help="full runs in a row; the table judges the worst (default 1)"
     )
+    parser.add_argument(
+        "--only",
+        choices=tuple(PHASES),
+        action="append",
+        help="run only this phase (repeatable): startup = rows 7, 8; nonebot = 7c; main = the rest",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every row of every run as JSON to PATH")
     args = parser.parse_args(argv)
     cfg = Config.quick_mode() if args.quick else Config.full()
@@ -618,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config(**{**cfg.__dict__, "repeats": args.repeats, "startup_repeats": args.repeats})
     mode = "quick" if cfg.quick else "full"
     t0 = perf_counter()
-    runs = [one_run(cfg, i + 1, args.runs) for i in range(args.runs)]
+    phases = tuple(args.only) if args.only else tuple(PHASES)
+    runs = [one_run(cfg, i + 1, args.runs, phases) for i in range(args.runs)]
     elapsed = perf_counter() - t0
     print(render(runs, mode, cfg.repeats, cfg.startup_repeats, elapsed), flush=True)
     if args.json:
