@@ -367,8 +367,9 @@ class Channel(Generic[T]):
         state = self._state
         if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
-        check_timeout(timeout)  # [#11]
-        if state.type_check or state.hint_conflict is not None:
+        if timeout is not None:
+            check_timeout(timeout)  # [#11]
+        if state.hint_conflict is not None or (state.type_check and state.hint is not None):
             self._check(data)
         runtime = current()
         runtime.send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
@@ -379,7 +380,7 @@ class Channel(Generic[T]):
         if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
         check_timeout(timeout)  # [#11]
-        if state.type_check or state.hint_conflict is not None:
+        if state.hint_conflict is not None or (state.type_check and state.hint is not None):
             self._check(data)
         runtime = current()
         await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)

@@ -19,7 +19,7 @@ from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._ops import STORE_OPERATIONS, Operation, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
-from ._wire import Frame, Kind, dumps, encode, header, loads, request_limit
+from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
 
 __all__ = ["ChildRuntime"]
 
@@ -75,6 +75,7 @@ class ChildRuntime(RuntimeBase):
         self._topics: set[str] = set()
         self._sinks: dict[str, Any] = {}
         self._credits: dict[str, Credit] = {}
+        self._heads: dict[str, MessageHead] = {}
         self.on_control: Callable[[str, bytes], None] = lambda op, payload: None
         self.on_host_lost: Callable[[BaseException | None], None] = lambda error: None
         self._sock: socket.socket | None = None
@@ -140,8 +141,11 @@ class ChildRuntime(RuntimeBase):
         self._put_message(name, payload, credit)
 
     def _put_message(self, name: str, payload: bytes, credit: Credit) -> None:
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = MessageHead(name.encode())
         try:
-            self.writer.put((header(Kind.MESSAGE, name.encode(), len(payload)), payload))
+            self.writer.put(head.parts(payload))
         except BaseException:
             credit.give(1)
             raise

@@ -35,7 +35,7 @@ from ._link import Reader, Writer, close_socket
 from ._ops import OPERATIONS, STORE_OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._store import MemoryStore
-from ._wire import Frame, Kind, dumps, encode, header, loads
+from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads
 
 __all__ = ["HOST", "Hub"]
 
@@ -46,12 +46,13 @@ _RETURNED = "\0returned"  # sender of a message handed back by an end that left:
 class _Receiver:
     """One receiving end of a channel: in the host, or in a child."""
 
-    __slots__ = ("credit", "inflight", "process", "sink")
+    __slots__ = ("credit", "inflight", "peer", "process", "sink")
 
-    def __init__(self, process: str, credit: int, sink: Any = None) -> None:
+    def __init__(self, process: str, credit: int, sink: Any = None, peer: _Peer | None = None) -> None:
         self.process = process
         self.credit = credit
         self.sink = sink  # the host's own end
+        self.peer = peer  # the child's link; None for the host's own end
         # (sequence number, payload) handed to this end and not yet reported consumed
         self.inflight: collections.deque[tuple[int, bytes]] = collections.deque()
 
@@ -59,11 +60,11 @@ class _Receiver:
 class _Route:
     """Where messages on one channel name go."""
 
-    __slots__ = ("host_credit", "name", "next_seq", "pending", "raw_name", "receivers", "turn")
+    __slots__ = ("head", "host_credit", "name", "next_seq", "pending", "receivers", "turn")
 
     def __init__(self, name: str, window: int) -> None:
         self.name = name
-        self.raw_name = name.encode()
+        self.head = MessageHead(name.encode())
         self.receivers: list[_Receiver] = []
         self.turn = 0
         # (sequence number, sender process, sender generation or -1 when no credit is owed, payload)
@@ -151,6 +152,15 @@ class Hub(RuntimeBase):
         if route is None:
             with self._lock:
                 route = self._route(name)
+        with self._lock:
+            # The common case, kept short: nothing waits on the channel and an end has
+            # credit, so the message goes straight there (the choice _pump would make) and
+            # never occupies this process's pending window.
+            if not route.pending:
+                receiver = self._pick(route, HOST)
+                if receiver is not None:
+                    self._hand(route, receiver, payload)
+                    return
         if not route.host_credit.try_take():
             if on_event_loop():
                 raise self._full(name)
@@ -167,26 +177,30 @@ class Hub(RuntimeBase):
         self._queue_local(route, payload)
 
     def _queue_local(self, route: _Route, payload: bytes) -> None:
+        """Queue a message sent by this process against its credit (taken), or hand it over."""
         with self._lock:
-            seq = route.next_seq
-            route.next_seq = seq + 1
             if not route.pending:
-                # The common case, kept short: nothing waits, so the message goes straight
-                # to the next end with credit (the same choice _pump would make).
                 receiver = self._pick(route, HOST)
                 if receiver is not None:
-                    receiver.credit -= 1
-                    receiver.inflight.append((seq, payload))
+                    self._hand(route, receiver, payload)
                     route.host_credit.give(1)
-                    if receiver.process == HOST:
-                        receiver.sink.deliver([payload])
-                    else:
-                        writer = self._peers[receiver.process].writer
-                        if writer is not None:
-                            writer.put((header(Kind.MESSAGE, route.raw_name, len(payload)), payload))
                     return
+            seq = route.next_seq
+            route.next_seq = seq + 1
             route.pending.append((seq, HOST, 0, payload))
             self._pump(route)
+
+    def _hand(self, route: _Route, receiver: _Receiver, payload: bytes) -> None:
+        """Give the next message of ``route`` straight to ``receiver`` (lock held)."""
+        seq = route.next_seq
+        route.next_seq = seq + 1
+        receiver.credit -= 1
+        receiver.inflight.append((seq, payload))
+        peer = receiver.peer
+        if peer is None:
+            receiver.sink.deliver([payload])
+        elif (writer := peer.writer) is not None:
+            writer.put(route.head.parts(payload))
 
     def _full(self, name: str) -> ChannelFullError:
         return ChannelFullError(
@@ -226,7 +240,7 @@ class Hub(RuntimeBase):
     def _add_receiver(self, route: _Route, process: str, capacity: int, sink: Any = None) -> None:
         receiver = _find(route, process)
         if receiver is None:
-            route.receivers.append(_Receiver(process, capacity, sink))
+            route.receivers.append(_Receiver(process, capacity, sink, self._peers.get(process)))
         else:  # declared again (a new buffer size): credit is what is free of it
             receiver.credit = capacity - len(receiver.inflight)
             receiver.sink = sink
@@ -235,20 +249,28 @@ class Hub(RuntimeBase):
     def _pick(self, route: _Route, sender: str) -> _Receiver | None:
         receivers = route.receivers
         n = len(receivers)
+        if n == 1:  # the common case: one receiving end (a child's passive channel)
+            receiver = receivers[0]
+            if receiver.credit > 0 and (receiver.process != sender or self.standalone):
+                peer = receiver.peer
+                if peer is None or not self._backed_up(peer):
+                    return receiver
+            return None
+        turn = route.turn
         for k in range(n):
-            i = (route.turn + k) % n
+            i = (turn + k) % n
             receiver = receivers[i]
             if receiver.credit > 0 and (receiver.process != sender or self.standalone):
-                if receiver.process != HOST and self._backed_up(receiver.process):
+                peer = receiver.peer
+                if peer is not None and self._backed_up(peer):
                     continue
                 route.turn = i + 1
                 return receiver
         return None
 
-    def _backed_up(self, process: str) -> bool:
+    def _backed_up(self, peer: _Peer) -> bool:
         """Is the child not reading (more than ``outbox_limit`` bytes waiting for it)? Then its
         messages wait in the channel queues, where its credit or another end can take them."""
-        peer = self._peers[process]
         writer = peer.writer
         if writer is not None and writer.queued_bytes > self.outbox_limit:
             peer.backed_up = True
@@ -310,7 +332,7 @@ class Hub(RuntimeBase):
             else:
                 peer = peers[receiver.process]
                 if peer.writer is not None:
-                    peer.writer.put((header(Kind.MESSAGE, route.raw_name, len(payload)), payload))
+                    peer.writer.put(route.head.parts(payload))
         if waiting:
             pending.extendleft(reversed(waiting))
         for sink, payloads in local.values():

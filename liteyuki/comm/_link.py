@@ -75,20 +75,11 @@ class Writer:
         with self._lock:
             if self._closed:
                 raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            if self._queued + self._writing > HIGH_WATER and wait != 0.0:
-                deadline = None if wait is None else time.monotonic() + wait
-                while self._queued + self._writing > HIGH_WATER and not self._closed:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise ChannelFullError(
-                            f"{what or 'outgoing data'} to {self.peer!r} is held back: "
-                            f"{self._queued + self._writing} bytes are waiting to be written"
-                        )
-                    self._cond.wait(remaining)
-                if self._closed:
-                    raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            waiting = bool(self._queue)
-            self._queue.extend(parts)
+            if wait != 0.0 and self._queued + self._writing > HIGH_WATER:
+                self._wait_for_room(wait, what)
+            queue = self._queue
+            waiting = bool(queue)
+            queue += parts
             self._queued += size
             self.frames += 1
             if self._busy or self._sock is None:
@@ -108,6 +99,20 @@ class Writer:
             if not self._claim_write():
                 return
         self._drain()
+
+    def _wait_for_room(self, wait: float | None, what: str) -> None:
+        """Wait (lock held) until the queue is below the high-water mark, or raise."""
+        deadline = None if wait is None else time.monotonic() + wait
+        while self._queued + self._writing > HIGH_WATER and not self._closed:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ChannelFullError(
+                    f"{what or 'outgoing data'} to {self.peer!r} is held back: "
+                    f"{self._queued + self._writing} bytes are waiting to be written"
+                )
+            self._cond.wait(remaining)
+        if self._closed:
+            raise BrokenPeerError(f"connection to {self.peer!r} is closed")
 
     def _drain(self) -> None:
         """Write what is queued without blocking; hand any rest to the backstop thread."""
