@@ -14,6 +14,7 @@ ordinary threads (never the host's routing threads, never an event loop) wait.
 
 from __future__ import annotations
 
+import collections
 import socket
 import threading
 import time
@@ -25,17 +26,17 @@ from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
 __all__ = ["Reader", "Writer", "new_socketpair"]
 
 _CHUNK = 1 << 20
-_JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer; larger go as iovecs
+_JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer
+_BIG_PART = 16 * 1024  # in a larger batch, parts this large go as their own iovec (never copied)
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
-_MAIN_THREAD = threading.main_thread()
-# A sender that finds the link written to less than WINDOW ago leaves its frame queued;
-# frames wait until MAX_AGE has passed or 64 KiB are queued, then the sender at hand (or
-# the backstop's timer, at the end of a burst) writes them in one go: a burst of small
-# messages costs a few large writes, not one system call each, while a message sent on
-# an idle link goes out at once.
-WINDOW = 30e-6
-MAX_AGE = 500e-6
+# A sender that finds the link written to less than WINDOW ago leaves its frame queued
+# (unless 64 KiB are queued); the first sender after the window (or the backstop's timer,
+# at the end of a burst) writes everything queued in one go: a burst of small messages
+# costs one write per window, not one system call each, while a message sent on an idle
+# link goes out at once.
+WINDOW = 20e-6
+_BACKSTOP = "backstop"  # the backstop thread owns the socket
 
 
 class Writer:
@@ -49,11 +50,14 @@ class Writer:
         self._queued = 0
         self._writing = 0  # bytes the backstop took and is writing
         self._sock: socket.socket | None = None
-        self._busy = False  # a thread is writing (or the backstop owns the write)
+        # Who may write the socket now: None (nobody: the next put may), the token of the put
+        # that is writing, or _BACKSTOP. One owner at a time keeps frames whole and in order.
+        self._owner: object | None = None
         self._backstop_wanted = False
         self._armed = False  # frames wait for the coalescing window to close
-        self._last = 0.0  # when the last write ended
-        self._since = 0.0  # when the oldest queued frame was queued
+        self._inflight: list[bytes | memoryview] | None = None  # the batch a put is writing (see _drain)
+        self._counts: collections.deque[int] = collections.deque()
+        self._last = 0.0  # when the last write started
         self._closed = False
         self._thread: threading.Thread | None = None
         # Called (no lock held) when the backstop has written everything queued: a hub
@@ -72,33 +76,58 @@ class Writer:
         size = 0
         for part in parts:
             size += len(part)
+        token = object()
+        try:
+            with self._lock:
+                if self._closed:
+                    raise BrokenPeerError(f"connection to {self.peer!r} is closed")
+                if wait != 0.0 and self._queued + self._writing > HIGH_WATER:
+                    self._wait_for_room(wait, what)
+                self._queue += parts
+                self._queued += size
+                self.frames += 1
+                if self._owner is not None or self._sock is None:
+                    return
+                # Write now unless the link was written less than a window ago: then the frame
+                # waits for the next sender after the window, or the backstop's timer, and a
+                # burst of small messages costs one write per window, not a system call each.
+                now = time.perf_counter()
+                if now - self._last < WINDOW and self._queued < _JOIN_BELOW:
+                    self._arm()
+                    return
+                self._owner = token
+                self._last = now
+            self._drain(token)
+        except BaseException:
+            self._abandon(token)
+            raise
+
+    def _arm(self) -> None:
+        """Have the backstop write what is queued when the window closes (lock held)."""
+        if not self._armed:
+            self._ensure_backstop()
+            self._cond.notify_all()
+            self._armed = True  # last: an interrupt before it leaves nothing half-armed
+
+    def _abandon(self, token: object) -> None:
+        """An exception (Ctrl+C on the main thread) cut a put short: no frame may be stranded.
+
+        If the link is still ours, what our write had not sent goes back to the queue
+        and the backstop takes the link over; anything queued gets written.
+        """
         with self._lock:
-            if self._closed:
-                raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-            if wait != 0.0 and self._queued + self._writing > HIGH_WATER:
-                self._wait_for_room(wait, what)
-            queue = self._queue
-            waiting = bool(queue)
-            queue += parts
-            self._queued += size
-            self.frames += 1
-            if self._busy or self._sock is None:
-                return
-            # Write now if the link is idle (nothing written for a window), or what waits has
-            # waited long enough, or enough waits; else leave it to the next sender or the
-            # backstop's timer: a busy link is written in batches.
-            now = time.perf_counter()
-            if not waiting:
-                self._since = now
-            if (now - self._since < MAX_AGE if waiting else now - self._last < WINDOW) and self._queued < _JOIN_BELOW:
-                if not self._armed:
-                    self._armed = True
-                    self._ensure_backstop()
-                    self._cond.notify_all()
-                return
-            if not self._claim_write():
-                return
-        self._drain()
+            if self._owner is token:
+                self._put_back_inflight()
+                self._hand_to_backstop()
+            elif self._queue and self._owner is None:
+                self._arm()
+
+    def _hand_to_backstop(self) -> None:
+        """The backstop owns the link from now on and writes what is queued (lock held)."""
+        self._owner = _BACKSTOP
+        self._ensure_backstop()
+        self._cond.notify_all()
+        self._backstop_wanted = True  # last (see _arm)
 
     def _wait_for_room(self, wait: float | None, what: str) -> None:
         """Wait (lock held) until the queue is below the high-water mark, or raise."""
@@ -114,60 +143,61 @@ class Writer:
         if self._closed:
             raise BrokenPeerError(f"connection to {self.peer!r} is closed")
 
-    def _drain(self) -> None:
-        """Write what is queued without blocking; hand any rest to the backstop thread."""
-        bufs: list[bytes | memoryview] = []
-        try:
-            while True:
-                with self._lock:
-                    sock = self._sock
-                    if not self._queue or sock is None:
-                        self._busy = False
-                        self._last = time.perf_counter()  # the window runs from the end of a write
-                        self._cond.notify_all()
-                        return
-                    bufs = _batch(self._queue, self._queued)
-                    self._queue = []
-                    self._queued = 0
-                    self._cond.notify_all()
-                _send(sock, bufs, socket.MSG_DONTWAIT)
-                if bufs:
-                    break
-        except OSError:
-            bufs = []  # the peer is gone; the reader reports it
-            with self._lock:
-                self._busy = False
+    # A put that writes may be interrupted at any point (Ctrl+C lands on the main thread,
+    # and the main thread writes too): the batch being written is kept in _inflight with the
+    # byte counts the kernel took (recorded by C code, see _send), and every change to what
+    # is queued is a run of plain stores, with no call in between where an interrupt could
+    # land. Whoever finishes (the put, or _abandon for it) puts exactly the unwritten rest
+    # back: nothing twice, nothing lost, the stream stays whole.
+    def _drain(self, token: object) -> None:
+        """Write what is queued once, without blocking (the link is ours: ``_owner is token``)."""
+        counts: collections.deque[int] = collections.deque()
+        with self._lock:
+            sock = self._sock
+            if sock is None or not self._queue:
+                self._owner = None
                 self._cond.notify_all()
-        finally:
-            # It would block (or an interrupt came in the middle): the backstop finishes.
-            # ``_send`` trims ``bufs`` in place, so only unwritten bytes go back.
-            if bufs:
-                with self._lock:
-                    self._queue[:0] = bufs
-                    self._queued += sum(map(len, bufs))
-                    self._backstop_wanted = True
-                    self._ensure_backstop()
-                    self._cond.notify_all()
+                return
+            bufs = _batch(self._queue, self._queued)
+            self._inflight = bufs
+            self._counts = counts
+            self._queue = []
+            self._queued = 0
+        try:
+            _send(sock, bufs, socket.MSG_DONTWAIT, counts)
+        except OSError:  # the peer is gone; the reader reports it
+            with self._lock:
+                self._inflight = None
+                self._owner = None
+                self._cond.notify_all()
+            return
+        with self._lock:
+            if self._put_back_inflight():
+                self._hand_to_backstop()  # the socket is full: the backstop waits for room
+                return
+            self._owner = None
+            if self._queue:
+                self._arm()  # frames put while we wrote: the next window's write
+            self._cond.notify_all()
 
-    def _claim_write(self) -> bool:
-        """Take the link for a write (lock held); False when it goes to the backstop instead.
-
-        Ctrl+C lands on the main thread, and it may land between a write and the
-        bookkeeping of what that write took: the frames would go out twice. The main
-        thread hands its writes to the backstop thread instead.
-        """
-        self._busy = True
-        if threading.current_thread() is not _MAIN_THREAD:
-            return True
-        self._backstop_wanted = True
-        self._ensure_backstop()
-        self._cond.notify_all()
-        return False
+    def _put_back_inflight(self) -> bool:
+        """Put what the interrupted or partial write did not send back in front (lock held);
+        True if there was such a rest."""
+        bufs = self._inflight
+        if bufs is None:
+            return False
+        rest = _unwritten(bufs, sum(self._counts))
+        size = sum(map(len, rest))
+        self._inflight = None
+        self._queue[:0] = rest
+        self._queued += size
+        return bool(rest)
 
     def _ensure_backstop(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._backstop, name=f"liteyuki-writer-{self.peer}", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._backstop, name=f"liteyuki-writer-{self.peer}", daemon=True)
+            thread.start()
+            self._thread = thread  # after start: an interrupt in between never leaves a thread unstarted
 
     def _backstop(self) -> None:
         while True:
@@ -176,8 +206,8 @@ class Writer:
                     self._cond.wait()
                 if self._closed:
                     return
-                if not self._backstop_wanted:  # armed: flush when the coalescing window closes
-                    delay = self._since + WINDOW - time.perf_counter()
+                if not self._backstop_wanted:  # armed: write when the window since the last write closes
+                    delay = self._last + WINDOW - time.perf_counter()
                     if delay > 0:
                         self._lock.release()
                         try:
@@ -185,14 +215,14 @@ class Writer:
                         finally:
                             self._lock.acquire()
                     self._armed = False
-                    if self._busy or not self._queue:
-                        continue  # a sender wrote it meanwhile
-                    self._busy = True
+                    if self._owner is not None or not self._queue or self._backstop_wanted:
+                        continue  # a sender wrote it meanwhile (or handed us a rest)
+                    self._owner = _BACKSTOP
                     self._last = time.perf_counter()
                 self._backstop_wanted = False
                 sock = self._sock
                 if sock is None:
-                    self._busy = False
+                    self._owner = None
                     self._cond.notify_all()
                     continue
             drained = None
@@ -200,7 +230,7 @@ class Writer:
                 while True:
                     with self._lock:
                         if not self._queue or self._sock is not sock:
-                            self._busy = False
+                            self._owner = None
                             self._cond.notify_all()
                             drained = self.on_drained if not self._queue else None
                             break
@@ -209,13 +239,13 @@ class Writer:
                         self._writing = self._queued
                         self._queue = []
                         self._queued = 0
-                    _send(sock, bufs, 0)
+                    _send(sock, bufs, 0, collections.deque())
                     with self._lock:
                         self._writing = 0
                         self._cond.notify_all()
             except OSError:
                 with self._lock:
-                    self._busy = False
+                    self._owner = None
                     self._writing = 0
                     self._cond.notify_all()
                 continue
@@ -227,11 +257,12 @@ class Writer:
         """Start writing queued and future frames to ``sock``."""
         with self._lock:
             self._sock = sock
-            if self._busy or not self._queue:
+            if self._owner is not None or not self._queue:
                 return
-            if not self._claim_write():
-                return
-        self._drain()
+            self._owner = _BACKSTOP
+            self._backstop_wanted = True
+            self._ensure_backstop()
+            self._cond.notify_all()
 
     def detach(self) -> None:
         """Forget the connection and drop what was queued for it."""
@@ -253,7 +284,7 @@ class Writer:
         """Wait until everything queued was handed to the socket (False on timeout)."""
         with self._lock:
             return self._cond.wait_for(
-                lambda: self._closed or self._sock is None or (not self._busy and not self._queue), timeout
+                lambda: self._closed or self._sock is None or (self._owner is None and not self._queue), timeout
             )
 
     @property
@@ -263,31 +294,53 @@ class Writer:
 
 
 def _batch(queue: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:
-    # Small frames are joined into one buffer (one copy, cheaper than many iovecs);
-    # a batch holding large payloads goes out as it is, by scatter-gather.
-    if len(queue) > 1 and size < _JOIN_BELOW:
-        return [b"".join(queue)]
-    return queue
+    """The buffers of one write: runs of small parts joined (one copy is cheaper than many
+    iovecs), large payloads passed as they are, by scatter-gather (never copied)."""
+    if size < _JOIN_BELOW:
+        return [b"".join(queue)] if len(queue) > 1 else queue
+    batch: list[bytes | memoryview] = []
+    start = 0
+    for i, part in enumerate(queue):
+        if len(part) >= _BIG_PART:
+            if i > start:
+                batch.append(b"".join(queue[start:i]))
+            batch.append(part)
+            start = i + 1
+    if start < len(queue):
+        batch.append(b"".join(queue[start:]))
+    return batch
 
 
-def _send(sock: socket.socket, bufs: list[bytes | memoryview], flags: int) -> None:
-    """Write ``bufs``, trimming the list in place as bytes go out (what is left did not fit:
-    only with MSG_DONTWAIT, or when an interrupt stops us in the middle)."""
-    while bufs:
+def _send(sock: socket.socket, bufs: list[bytes | memoryview], flags: int, counts: collections.deque[int]) -> None:
+    """Write ``bufs`` (left as they are) until done or, with MSG_DONTWAIT, until the socket is full.
+
+    Every byte count the kernel took is appended to ``counts``, by C code: ``deque.extend``
+    over ``map`` runs the system call and stores its result with no Python bytecode in
+    between, so a signal handler that raises (Ctrl+C lands on the main thread) runs before
+    a write or after its count is recorded, never between. ``_unwritten(bufs, sum(counts))``
+    is then exactly what is left.
+    """
+    rest = _unwritten(bufs, sum(counts))
+    while rest:
         try:
-            sent = sock.sendmsg(bufs[:_IOV_MAX], (), flags)
+            counts.extend(map(sock.sendmsg, (rest[:_IOV_MAX],), ((),), (flags,)))
         except BlockingIOError:
             return
-        except InterruptedError:
-            continue
-        i = 0
-        n = len(bufs)
-        while i < n and sent >= len(bufs[i]):
-            sent -= len(bufs[i])
-            i += 1
-        if sent:
-            bufs[i] = memoryview(bufs[i])[sent:]
-        del bufs[:i]
+        rest = _unwritten(rest, counts[-1])  # from where we were: a long list is walked once
+
+
+def _unwritten(bufs: list[bytes | memoryview], written: int) -> list[bytes | memoryview]:
+    """What of ``bufs`` is left once ``written`` bytes went out."""
+    if not written:
+        return bufs
+    i, n = 0, len(bufs)
+    while i < n and written >= len(bufs[i]):
+        written -= len(bufs[i])
+        i += 1
+    rest = bufs[i:]
+    if written:
+        rest[0] = memoryview(rest[0])[written:]
+    return rest
 
 
 class Reader:

@@ -1,0 +1,113 @@
+"""The writer under signals: a handler that raises in the middle of a write never sends a frame twice.
+
+Ctrl+C lands on the main thread, and the main thread writes the link itself (write-through).
+A handler that raises may fire right after the kernel took a write: the writer must know
+exactly what went out. Here a SIGALRM handler fires every 50 us and raises (once per put,
+like one Ctrl+C) when it lands in the writer's code, while the main thread puts numbered frames on a real socketpair; a reader thread decodes the other end.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import threading
+from types import FrameType
+
+import pytest
+
+from liteyuki.comm import _link
+from liteyuki.comm._link import Writer, new_socketpair
+from liteyuki.comm._wire import FrameDecoder, Kind, MessageHead
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class _Tick(Exception):
+    pass
+
+
+_budget = [0]  # interrupts still allowed in the current put: one, like one Ctrl+C
+
+
+def _raise_tick(signum: int, frame: FrameType | None) -> None:
+    # Only inside the writer's own code: that is what is under test (an interrupt landing
+    # in this test's loop would only test the loop).
+    if _budget[0] and frame is not None and frame.f_code.co_filename == _link.__file__:
+        _budget[0] = 0
+        raise _Tick
+
+
+def test_a_raising_signal_handler_never_duplicates_or_reorders_frames() -> None:
+    a, b = new_socketpair()
+    writer = Writer("peer")
+    writer.attach(a)
+    got: list[int] = []
+    done = threading.Event()
+
+    def read() -> None:
+        decoder = FrameDecoder()
+        while True:
+            chunk = b.recv(1 << 16)
+            if not chunk:
+                break
+            for frame in decoder.feed(chunk):
+                got.append(struct.unpack("!Q", frame.payload)[0])
+        done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    head = MessageHead(b"n")
+    returned: list[int] = []  # puts that returned normally: their frames must arrive
+    interrupted = 0
+    previous = signal.signal(signal.SIGALRM, _raise_tick)
+    signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+    try:
+        for i in range(200_000):
+            parts = head.parts(struct.pack("!Q", i))
+            _budget[0] = 1
+            try:
+                writer.put(parts)
+                returned.append(i)
+            except _Tick:
+                interrupted += 1
+            _budget[0] = 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert writer.flush(10), "the writer never finished what was queued"
+    a.shutdown(2)
+    assert done.wait(10)
+    writer.close()
+    a.close()
+    b.close()
+    assert interrupted > 100, "the timer should have interrupted many puts"
+    assert all(x < y for x, y in zip(got, got[1:])), "a frame arrived twice or out of order"
+    missing = set(returned) - set(got)
+    assert not missing, f"{len(missing)} frames whose put returned never arrived"
+
+
+def test_frames_put_on_a_link_that_would_block_arrive_whole_and_in_order() -> None:
+    a, b = new_socketpair()
+    writer = Writer("peer")
+    writer.attach(a)
+    head = MessageHead(b"big")
+    payloads = [bytes([i % 251]) * (300_000 + i) for i in range(40)]  # more than the socket buffers hold
+    got: list[bytes] = []
+
+    def read() -> None:
+        decoder = FrameDecoder()
+        while len(got) < len(payloads):
+            chunk = b.recv(1 << 20)
+            if not chunk:
+                return
+            got.extend(frame.payload for frame in decoder.feed(chunk) if frame.kind is Kind.MESSAGE)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for payload in payloads:
+        writer.put(head.parts(payload), wait=10)
+    reader.join(30)
+    writer.close()
+    a.close()
+    b.close()
+    assert got == payloads
