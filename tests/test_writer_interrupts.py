@@ -3,11 +3,13 @@
 Ctrl+C lands on the main thread, and the main thread writes the link itself (write-through).
 A handler that raises may fire right after the kernel took a write: the writer must know
 exactly what went out. Here a SIGALRM handler fires every 50 us and raises (once per put,
-like one Ctrl+C) when it lands in the writer's code, while the main thread puts numbered frames on a real socketpair; a reader thread decodes the other end.
+like one Ctrl+C) when it lands in the writer's code, while the main thread puts numbered
+frames on a real socketpair; a reader thread decodes the other end.
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
 import struct
 import threading
@@ -81,7 +83,7 @@ def test_a_raising_signal_handler_never_duplicates_or_reorders_frames() -> None:
     a.close()
     b.close()
     assert interrupted > 100, "the timer should have interrupted many puts"
-    assert all(x < y for x, y in zip(got, got[1:])), "a frame arrived twice or out of order"
+    assert all(x < y for x, y in itertools.pairwise(got)), "a frame arrived twice or out of order"
     missing = set(returned) - set(got)
     assert not missing, f"{len(missing)} frames whose put returned never arrived"
 
