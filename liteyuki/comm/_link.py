@@ -30,12 +30,15 @@ _JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer
 _BIG_PART = 16 * 1024  # in a larger batch, parts this large go as their own iovec (never copied)
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
-# A sender that finds the link written to less than WINDOW ago leaves its frame queued
-# (unless 64 KiB are queued); the first sender after the window (or the backstop's timer,
-# at the end of a burst) writes everything queued in one go: a burst of small messages
-# costs one write per window, not one system call each, while a message sent on an idle
-# link goes out at once.
+# A sender that finds the link written less than WINDOW ago leaves its frame queued;
+# frames wait until the backstop's timer (WINDOW after the first of them) or a sender
+# finding the oldest MAX_AGE old or 64 KiB queued writes them in one go: a burst of small
+# messages costs a few large writes, not one system call each, while a message sent on an
+# idle link goes out at once. (The window runs from the end of a write: a write that
+# costs as much as the window, which a wake-up of the reading process can, must not make
+# every message a write of its own.)
 WINDOW = 20e-6
+MAX_AGE = 200e-6
 _BACKSTOP = "backstop"  # the backstop thread owns the socket
 
 
@@ -57,7 +60,8 @@ class Writer:
         self._armed = False  # frames wait for the coalescing window to close
         self._inflight: list[bytes | memoryview] | None = None  # the batch a put is writing (see _drain)
         self._counts: collections.deque[int] = collections.deque()
-        self._last = 0.0  # when the last write started
+        self._last = 0.0  # when the last write ended
+        self._since = 0.0  # when the oldest queued frame was queued
         self._closed = False
         self._thread: threading.Thread | None = None
         # Called (no lock held) when the backstop has written everything queued: a hub
@@ -83,20 +87,21 @@ class Writer:
                     raise BrokenPeerError(f"connection to {self.peer!r} is closed")
                 if wait != 0.0 and self._queued + self._writing > HIGH_WATER:
                     self._wait_for_room(wait, what)
+                waiting = bool(self._queue)
                 self._queue += parts
                 self._queued += size
                 self.frames += 1
                 if self._owner is not None or self._sock is None:
                     return
-                # Write now unless the link was written less than a window ago: then the frame
-                # waits for the next sender after the window, or the backstop's timer, and a
-                # burst of small messages costs one write per window, not a system call each.
                 now = time.perf_counter()
-                if now - self._last < WINDOW and self._queued < _JOIN_BELOW:
+                if not waiting:
+                    self._since = now
+                if (
+                    now - self._since < MAX_AGE if waiting else now - self._last < WINDOW
+                ) and self._queued < _JOIN_BELOW:
                     self._arm()
                     return
                 self._owner = token
-                self._last = now
             self._drain(token)
         except BaseException:
             self._abandon(token)
@@ -172,6 +177,7 @@ class Writer:
                 self._cond.notify_all()
             return
         with self._lock:
+            self._last = time.perf_counter()  # the window runs from the end of a write
             if self._put_back_inflight():
                 self._hand_to_backstop()  # the socket is full: the backstop waits for room
                 return
@@ -207,7 +213,7 @@ class Writer:
                 if self._closed:
                     return
                 if not self._backstop_wanted:  # armed: write when the window since the last write closes
-                    delay = self._last + WINDOW - time.perf_counter()
+                    delay = self._since + WINDOW - time.perf_counter()
                     if delay > 0:
                         self._lock.release()
                         try:
@@ -218,7 +224,6 @@ class Writer:
                     if self._owner is not None or not self._queue or self._backstop_wanted:
                         continue  # a sender wrote it meanwhile (or handed us a rest)
                     self._owner = _BACKSTOP
-                    self._last = time.perf_counter()
                 self._backstop_wanted = False
                 sock = self._sock
                 if sock is None:
@@ -241,6 +246,7 @@ class Writer:
                         self._queued = 0
                     _send(sock, bufs, 0, collections.deque())
                     with self._lock:
+                        self._last = time.perf_counter()
                         self._writing = 0
                         self._cond.notify_all()
             except OSError:
