@@ -15,6 +15,7 @@ from . import _config, _reload, log
 from ._lifespan import Lifespan, in_daemon_thread
 from ._plugins import load_plugin, load_plugins
 from ._status import Status, local_status
+from ._threads import QuietThread
 from .comm import lowlevel
 from .comm.lowlevel import dispatcher
 from .log import logger
@@ -185,7 +186,7 @@ class LiteyukiBot:
             finally:
                 self._finish()
 
-        thread = threading.Thread(target=serve, name="liteyuki-host")
+        thread = QuietThread(target=serve, name="liteyuki-host")
         thread.start()
         if not self._started.wait(timeout):
             self.stop()

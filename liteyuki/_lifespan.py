@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._threads import QuietThread
 from .log import logger
 
 __all__ = ["EVENTS", "Lifespan", "in_daemon_thread"]
@@ -84,7 +85,7 @@ def in_daemon_thread(func: Callable[..., Any], *args: Any, name: str) -> asyncio
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
-    threading.Thread(target=body, name=name, daemon=True).start()
+    QuietThread(target=body, name=name, daemon=True).start()
     return future
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._plugins import plugins_from_pyproject
+from ._threads import QuietThread
 from ._watch import (
     HOST,
     Rule,
@@ -143,7 +144,7 @@ class Reload:
             ),
             all_rules=rules + host_rules(self.bot),
         )
-        worker = threading.Thread(target=self._restart_changed, name="liteyuki-reload-restart", daemon=True)
+        worker = QuietThread(target=self._restart_changed, name="liteyuki-reload-restart", daemon=True)
         watcher.start()
         worker.start()
         try:
@@ -186,4 +187,4 @@ def _stop_when_supervisor_is_gone(fd: int) -> None:
         logger.warning("reload: the supervisor is gone; stopping")
         os.kill(os.getpid(), signal.SIGTERM)  # the host's own stop path (or, before it is set up, exit)
 
-    threading.Thread(target=watch, name="liteyuki-reload-supervisor-watch", daemon=True).start()
+    QuietThread(target=watch, name="liteyuki-reload-supervisor-watch", daemon=True).start()

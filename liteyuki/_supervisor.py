@@ -26,11 +26,11 @@ import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from ._reload import SUPERVISOR_FD_ENV, child_rules
+from ._threads import QuietThread
 from ._watch import Rule, Watcher, describe
 from .log import logger
 
@@ -68,7 +68,7 @@ class _Host:
         self.stopping = False
         self.kill_at: float | None = None
         name = f"liteyuki-reload-host-{self.pid}"
-        threading.Thread(target=self._wait, args=(events,), name=name, daemon=True).start()
+        QuietThread(target=self._wait, args=(events,), name=name, daemon=True).start()
 
     def _wait(self, events: queue.SimpleQueue[tuple[Any, ...]]) -> None:
         self.proc.wait()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._threads import QuietThread
 from .log import logger
 
 if sys.version_info >= (3, 11):
@@ -255,7 +256,7 @@ class Watcher:
             self._on_live()
         for paths, flag in groups:
             name = f"liteyuki-reload-watch-{'tree' if flag else 'files'}"
-            thread = threading.Thread(target=self._watch, args=(paths, flag), name=name, daemon=True)
+            thread = QuietThread(target=self._watch, args=(paths, flag), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 

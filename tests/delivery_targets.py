@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -217,4 +218,26 @@ def interrupted_calls(key: str, rounds: int) -> None:
             except KeyboardInterrupt:
                 interrupts += 1
     active_channel.send((interrupts, shared_memory.get(key)))
+    threading.Event().wait()
+
+
+def signal_masks() -> dict[str, tuple[bool, bool]]:
+    """{thread name: (SIGINT blocked, SIGTERM blocked)} for every thread of this process."""
+    masks = {}
+    for thread in threading.enumerate():
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        masks[thread.name] = (bool(blocked >> (signal.SIGINT - 1) & 1), bool(blocked >> (signal.SIGTERM - 1) & 1))
+    return masks
+
+
+def asleep_on_main(name: str, key: str) -> None:
+    """Start every kind of thread a child may have, report their signal masks, then sleep
+    on the main thread in a call only a signal can interrupt."""
+    shared_memory.set(key, 1)
+    threading.Thread(target=shared_memory.get, args=(key,)).start()  # a lane from another thread
+    out = get_channel(f"{name}-active")
+    for i in range(20000):  # a burst: the writer's backstop thread takes over
+        out.send(i)
+    out.send(("masks", signal_masks()))
     threading.Event().wait()

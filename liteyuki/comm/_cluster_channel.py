@@ -46,6 +46,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from .._threads import QuietThread
 from ..log import logger
 from ._channel import Channel, _hint_name, _qualname, _safe_repr, _same_hint
 from ._context import current
@@ -438,7 +439,7 @@ class ClusterChannel(Channel[T], Generic[T]):
             with self._lock:
                 self._callbacks.append((func, filter_func))
                 if self._consumer_thread is None:
-                    self._consumer_thread = threading.Thread(
+                    self._consumer_thread = QuietThread(
                         target=self._consume, name=f"liteyuki-cluster-{self.name}", daemon=True
                     )
                     self._consumer_thread.start()

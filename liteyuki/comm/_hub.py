@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._threads import QuietThread
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
 from ._lanes import serve_handoff
@@ -431,7 +432,7 @@ class Hub(RuntimeBase):
         peer.writer.attach(sock)
         peer.reader.start()
         if handoff is not None:
-            threading.Thread(
+            QuietThread(
                 target=serve_handoff,
                 args=(
                     handoff,

@@ -25,6 +25,7 @@ import struct
 import threading
 from collections.abc import Callable
 
+from .._threads import QuietThread
 from ._errors import CommTimeoutError, ProtocolError
 from ._wire import FrameDecoder, Kind, encode, header
 
@@ -189,7 +190,7 @@ def serve_handoff(
                         sock.close()
                         continue
                     live[0] += 1
-                threading.Thread(
+                QuietThread(
                     target=_serve_lane,
                     args=(sock, answer, wait_for_fence, max_size, on_error, released),
                     name=f"liteyuki-lane-{peer}",

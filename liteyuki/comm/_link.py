@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .._threads import QuietThread
 from ._errors import BrokenPeerError, ChannelFullError, ProtocolError
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
 
@@ -201,7 +202,7 @@ class Writer:
 
     def _ensure_backstop(self) -> None:
         if self._thread is None:
-            thread = threading.Thread(target=self._backstop, name=f"liteyuki-writer-{self.peer}", daemon=True)
+            thread = QuietThread(target=self._backstop, name=f"liteyuki-writer-{self.peer}", daemon=True)
             thread.start()
             self._thread = thread  # after start: an interrupt in between never leaves a thread unstarted
 
@@ -370,7 +371,7 @@ class Reader:
         self._on_closed = on_closed
         self._decoder = FrameDecoder(max_size)
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"liteyuki-reader-{peer}", daemon=True)
+        self._thread = QuietThread(target=self._run, name=f"liteyuki-reader-{peer}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _config, log
+from .._threads import QuietThread
 from ..comm import lowlevel
 from ..comm.lowlevel import dispatcher
 from ..log import logger
@@ -81,7 +82,7 @@ def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
         if not _exited.wait(grace):
             os._exit(_exit_code)
 
-    threading.Thread(target=force, name="liteyuki-stop-deadline", daemon=True).start()
+    QuietThread(target=force, name="liteyuki-stop-deadline", daemon=True).start()
     stopper = _stopper
     if stopper is not None:
         try:
@@ -105,7 +106,7 @@ def _watch_parent() -> None:
         multiprocessing.connection.wait([sentinel])
         request_stop("the host process is gone")
 
-    threading.Thread(target=watch, name="liteyuki-parent-watch", daemon=True).start()
+    QuietThread(target=watch, name="liteyuki-parent-watch", daemon=True).start()
 
 
 def _reopen_stdin() -> None:
@@ -127,7 +128,7 @@ def _start_dispatch_thread() -> asyncio.AbstractEventLoop:
         loop.call_soon(ready.set)
         loop.run_forever()
 
-    threading.Thread(target=run, name="liteyuki-dispatch", daemon=True).start()
+    QuietThread(target=run, name="liteyuki-dispatch", daemon=True).start()
     ready.wait(5)
     dispatcher.bind(loop)
     return loop

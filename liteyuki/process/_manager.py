@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import log
 from .._status import ProcessStatus
+from .._threads import QuietThread, requiet
 from ..comm import ProtocolError
 from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair, storage_env
 from ..log import logger
@@ -169,11 +170,15 @@ class ProcessManager:
             os.environ.update(env)
             # The child inherits this thread's signal mask through exec: Ctrl+C while it
             # imports (spawn's bootstrap) stays pending instead of printing a traceback,
-            # and child_main turns it into a clean stop once the target runs. (SIGTERM stays
-            # deliverable: the host uses it to end a child stuck in its bootstrap.)
-            # The resource tracker first: launching it unblocks SIGINT in this thread.
+            # and child_main turns it into a clean stop once the target runs. SIGTERM stays
+            # deliverable (the host uses it to end a child stuck in its bootstrap), also
+            # when a liteyuki thread, which blocks it, spawns a restart.
+            # The resource tracker first: launching it unblocks SIGINT and SIGTERM in this
+            # thread, which must block them again if it is one of ours.
             resource_tracker.ensure_running()
+            requiet()
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             try:
                 process.start()
             finally:
@@ -338,8 +343,7 @@ class ProcessManager:
         check_timeout(grace, "grace")
         self.begin_shutdown()
         threads = [
-            threading.Thread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}")
-            for name in self._children
+            QuietThread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}") for name in self._children
         ]
         for t in threads:
             t.start()
@@ -394,7 +398,7 @@ class ProcessManager:
     # -- supervision ---------------------------------------------------------------
     def _ensure_supervisor(self) -> None:
         if self._supervisor is None:
-            self._supervisor = threading.Thread(target=self._supervise, name="liteyuki-supervisor", daemon=True)
+            self._supervisor = QuietThread(target=self._supervise, name="liteyuki-supervisor", daemon=True)
             self._supervisor.start()
         else:
             self._wake()
@@ -480,7 +484,7 @@ class ProcessManager:
             f"process {child.name!r} exited unexpectedly (exit code {code}); restarting in {delay:.1f} s "
             f"(it ran {uptime:.1f} s)"
         )
-        threading.Thread(
+        QuietThread(
             target=self._restart_after, args=(child, run, delay), name=f"liteyuki-restart-{child.name}", daemon=True
         ).start()
 
@@ -509,9 +513,9 @@ class ProcessManager:
             child.run.connected = True
             child.ready.set()
         elif op == "status":
-            threading.Thread(target=self._answer_status, args=(peer, payload), daemon=True).start()
+            QuietThread(target=self._answer_status, args=(peer, payload), daemon=True).start()
         elif op == "restart":
-            threading.Thread(target=self.restart, args=(peer,), daemon=True).start()
+            QuietThread(target=self.restart, args=(peer,), daemon=True).start()
         elif op == "log":
             log.write_line(payload.decode())
         elif op == "console":
