@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import pickle
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,7 +33,10 @@ from ._errors import (
 from ._loopcall import call_in_loop, settle
 from ._typecheck import matches
 from ._validate import check_bool, check_name, check_size, check_timeout, safe_repr, safe_str, type_name
-from ._wire import dumps, loads
+from ._wire import dumps, loads, too_large, unpicklable
+
+_pickle_dumps = pickle.dumps
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 __all__ = ["Channel", "forget_local_ends", "local_end", "local_end_names", "local_ends"]
 
@@ -372,7 +376,14 @@ class Channel(Generic[T]):
         if state.hint_conflict is not None or (state.type_check and state.hint is not None):
             self._check(data)
         runtime = current()
-        runtime.send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
+        # dumps() inlined: this is the hot path of every message a process sends.
+        try:
+            payload = _pickle_dumps(data, _PROTOCOL)
+        except Exception as exc:
+            raise unpicklable(data, exc, state.what) from exc
+        if len(payload) > runtime.max_message_size:
+            raise too_large(len(payload), runtime.max_message_size, state.what)
+        runtime.send(self.name, payload, timeout)
 
     async def async_send(self, data: T, timeout: float | None = None) -> None:
         """Like ``send``, but waits for credit without blocking the loop (``None``: no time limit)."""

@@ -156,8 +156,25 @@ class Hub(RuntimeBase):
         with self._lock:
             # The common case, kept short: nothing waits on the channel and an end has
             # credit, so the message goes straight there (the choice _pump would make) and
-            # never occupies this process's pending window.
+            # never occupies this process's pending window. One child end with credit that
+            # is reading is the commonest of all (a child's passive channel): done inline.
             if not route.pending:
+                receivers = route.receivers
+                if len(receivers) == 1:
+                    receiver = receivers[0]
+                    peer = receiver.peer
+                    if (
+                        receiver.credit > 0
+                        and peer is not None
+                        and (writer := peer.writer) is not None
+                        and writer.queued_bytes <= self.outbox_limit
+                    ):
+                        seq = route.next_seq
+                        route.next_seq = seq + 1
+                        receiver.credit -= 1
+                        receiver.inflight.append((seq, payload))
+                        writer.put(route.head.parts(payload))
+                        return
                 receiver = self._pick(route, HOST)
                 if receiver is not None:
                     self._hand(route, receiver, payload)

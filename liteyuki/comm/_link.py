@@ -78,9 +78,7 @@ class Writer:
         the high-water mark queued waits up to ``wait`` s for room (``None``: as
         long as it takes), then raises ``ChannelFullError`` with nothing queued.
         """
-        size = 0
-        for part in parts:
-            size += len(part)
+        size = sum(map(len, parts))
         token = object()
         try:
             with self._lock:

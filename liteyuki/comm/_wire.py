@@ -151,11 +151,21 @@ def dumps(obj: Any, max_size: int = DEFAULT_MAX_MESSAGE_SIZE, what: str = "value
     try:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        # safe_str: an exception raised by a hostile __reduce__ must not replace this error.
-        raise SerializationError(f"{what} of type {type_name(obj)} cannot be pickled: {safe_str(exc)}") from exc
+        raise unpicklable(obj, exc, what) from exc
     if len(data) > max_size:
-        raise MessageTooLargeError(f"{what} is {len(data)} bytes pickled, above the maximum message size of {max_size}")
+        raise too_large(len(data), max_size, what)
     return data
+
+
+def unpicklable(obj: Any, exc: BaseException, what: str) -> SerializationError:
+    """The error for a value ``pickle.dumps`` refused with ``exc``."""
+    # safe_str: an exception raised by a hostile __reduce__ must not replace this error.
+    return SerializationError(f"{what} of type {type_name(obj)} cannot be pickled: {safe_str(exc)}")
+
+
+def too_large(size: int, max_size: int, what: str) -> MessageTooLargeError:
+    """The error for a value of ``size`` bytes pickled, above ``max_size``."""
+    return MessageTooLargeError(f"{what} is {size} bytes pickled, above the maximum message size of {max_size}")
 
 
 def loads(data: bytes, what: str = "value") -> Any:
