@@ -241,3 +241,32 @@ def asleep_on_main(name: str, key: str) -> None:
         out.send(i)
     out.send(("masks", signal_masks()))
     threading.Event().wait()
+
+
+def lane_hammer(name: str, key: str, threads: int) -> None:
+    """``threads`` threads call ``shared_memory.get`` in a loop (more than the lane cap: some
+    go over the main link) while the passive channel echoes; ``"stop"`` reports per-thread counts."""
+    stop = threading.Event()
+    counts = [0] * threads
+    out = get_channel(f"{name}-active")
+
+    def hammer(i: int) -> None:
+        while not stop.is_set():
+            shared_memory.get(key)
+            counts[i] += 1
+
+    workers = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        if cmd == "stop":
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+            out.send(("counts", counts))
+        else:
+            out.send(cmd)
+
+    threading.Event().wait()

@@ -77,3 +77,20 @@ def test_lanes_die_with_their_child(host):
         time.sleep(0.01)
     assert _lane_threads(name) == 0
     assert _ask(name, "threads", key, 2)[0] == [1, 1]
+
+
+@pytest.mark.timeout(90)
+def test_threads_hammering_sync_calls_starve_neither_the_channels_nor_each_other(host):
+    # 40 threads: 32 on lanes, the rest over the main link, with channel messages both ways
+    # on that link. Every echo must come back, and every thread must have got answers.
+    name, key = unique(), unique("k")
+    host({name: (dt.lane_hammer, (name, key, 40))}, setup=lambda bot: shared_memory.set(key, 1))
+    to_child, from_child = get_channel(f"{name}-passive"), get_channel(f"{name}-active")
+    for i in range(200):
+        to_child.send(("echo", i))
+        assert from_child.receive(timeout=20) == ("echo", i)
+    to_child.send("stop")
+    label, counts = from_child.receive(timeout=30)
+    assert label == "counts" and len(counts) == 40
+    print(f"\nper-thread sync calls during 200 echoes: min {min(counts)}, max {max(counts)}")
+    assert min(counts) > 0, counts
