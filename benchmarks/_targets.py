@@ -29,12 +29,6 @@ from ._common import FANIN, KEY, SET_KEY, VALUE, percentile, set_io_timeout
 STEP_TIMEOUT = 60.0
 
 
-def idle_child(timeout: float) -> None:
-    """A plain child that says "up" on its active channel, then idles until stopped."""
-    comm.active_channel.send("up")
-    threading.Event().wait(timeout)  # idle; the host stops us with a stop request long before
-
-
 def bench_child(
     name: str,
     ctrl: Connection,

@@ -1,24 +1,29 @@
 """liteyuki: a bot host that runs plugin frameworks (NoneBot first) as child processes.
 
 Importing this package changes no global state: no start method is set, no
-log handler is added or removed, nothing is spawned.
+log handler is added or removed, nothing is spawned. It imports almost nothing
+either: every name below is loaded on first access (PEP 562), so a child
+process, which imports ``liteyuki`` to run its bootstrap, never loads the
+host's modules (``LiteyukiBot``, plugin loading, the pydantic configuration).
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import importlib
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._bot import LiteyukiBot as LiteyukiBot
-from ._bot import get_bot as get_bot
-from ._config import ConfigError as ConfigError
-from ._config import UnknownSettingError as UnknownSettingError
-from ._config import get_config as get_config
-from ._plugins import load_plugin as load_plugin
-from ._plugins import load_plugins as load_plugins
-from ._status import Status as Status
-from ._status import async_status as async_status
-from ._status import status as status
-from .log import logger as logger
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
+    from ._bot import LiteyukiBot as LiteyukiBot
+    from ._bot import get_bot as get_bot
+    from ._plugins import load_plugin as load_plugin
+    from ._plugins import load_plugins as load_plugins
+    from ._settings import ConfigError as ConfigError
+    from ._settings import UnknownSettingError as UnknownSettingError
+    from ._settings import get_config as get_config
+    from ._status import Status as Status
+    from ._status import async_status as async_status
+    from ._status import status as status
+    from .log import logger as logger
 
 __all__ = [
     "ConfigError",
@@ -42,29 +47,64 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# name -> the private module that defines it (loaded on first access)
+_LAZY = {
+    "LiteyukiBot": "._bot",
+    "get_bot": "._bot",
+    "load_plugin": "._plugins",
+    "load_plugins": "._plugins",
+    "ConfigError": "._settings",
+    "UnknownSettingError": "._settings",
+    "get_config": "._settings",
+    "Status": "._status",
+    "async_status": "._status",
+    "status": "._status",
+    "logger": ".log",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'liteyuki' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 F = TypeVar("F")
+
+
+def _get_bot() -> LiteyukiBot:
+    from ._bot import get_bot
+
+    return get_bot()
 
 
 def on_before_start(func: F) -> F:
     """``get_bot().on_before_start`` as a module-level decorator."""
-    return get_bot().on_before_start(func)  # type: ignore[arg-type]
+    return _get_bot().on_before_start(func)  # type: ignore[arg-type]
 
 
 def on_after_start(func: F) -> F:
-    return get_bot().on_after_start(func)  # type: ignore[arg-type]
+    return _get_bot().on_after_start(func)  # type: ignore[arg-type]
 
 
 def on_before_process_shutdown(func: F) -> F:
-    return get_bot().on_before_process_shutdown(func)  # type: ignore[arg-type]
+    return _get_bot().on_before_process_shutdown(func)  # type: ignore[arg-type]
 
 
 def on_before_process_restart(func: F) -> F:
-    return get_bot().on_before_process_restart(func)  # type: ignore[arg-type]
+    return _get_bot().on_before_process_restart(func)  # type: ignore[arg-type]
 
 
 def on_after_shutdown(func: F) -> F:
-    return get_bot().on_after_shutdown(func)  # type: ignore[arg-type]
+    return _get_bot().on_after_shutdown(func)  # type: ignore[arg-type]
 
 
 def on_after_restart(func: F) -> F:
-    return get_bot().on_after_restart(func)  # type: ignore[arg-type]
+    return _get_bot().on_after_restart(func)  # type: ignore[arg-type]

@@ -27,6 +27,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from . import _settings
+from ._settings import ConfigError, UnknownSettingError, get_config
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -38,14 +41,6 @@ ENV_PREFIX = "LITEYUKI_"
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _DAY = 86_400.0
 _TIB = 1 << 40
-
-
-class ConfigError(ValueError):
-    """A setting has a bad value; the message names the key, where it came from and the rule."""
-
-
-class UnknownSettingError(ConfigError, TypeError):
-    """A setting that does not exist; the message names the nearest valid key."""
 
 
 def _number(value: Any) -> Any:
@@ -150,8 +145,6 @@ class HostConfig(BaseModel):
 DEFAULTS: dict[str, Any] = HostConfig().model_dump()
 _ADDITIVE = ("plugins", "plugin_dirs")
 
-_config: dict[str, Any] = dict(DEFAULTS)
-
 
 def _check_keys(keys: Any, source: str) -> None:
     for key in keys:
@@ -242,12 +235,4 @@ def _as_list(value: Any) -> list[Any]:
 
 def set_config(config: dict[str, Any] | HostConfig) -> dict[str, Any]:
     """Make ``config`` (already validated: the host's, or the copy a child got) this process's."""
-    global _config
-    values = config.model_dump() if isinstance(config, HostConfig) else dict(config)
-    _config = {**DEFAULTS, **values}
-    return _config
-
-
-def get_config(key: str, default: Any = None) -> Any:
-    """A configuration value of this process (the host's, copied into every child)."""
-    return _config.get(key, default)
+    return _settings.set_config(config.model_dump() if isinstance(config, HostConfig) else dict(config))

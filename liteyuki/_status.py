@@ -209,7 +209,7 @@ def status(timeout: float | None = None) -> Status:
     standalone process (a plugin without a host) describes itself."""
     import math
 
-    from . import _bot, _config
+    from . import _settings
     from .comm import lowlevel
 
     if timeout is not None and (
@@ -219,7 +219,7 @@ def status(timeout: float | None = None) -> Status:
 
     runtime = lowlevel.current()
     if isinstance(runtime, lowlevel.ChildRuntime):
-        limit = float(_config.get_config("call_timeout", 10.0)) if timeout is None else timeout
+        limit = float(_settings.get_config("call_timeout", 10.0)) if timeout is None else timeout
         snapshot = Status.from_dict(requests.ask(lambda ref: runtime.control("status", ref), limit))
         mine = {row["name"]: row["buffered"] for row in lowlevel.channel_status()}
         channels = tuple(
@@ -229,6 +229,8 @@ def status(timeout: float | None = None) -> Status:
             for c in snapshot.channels
         )
         return Status(snapshot.role, snapshot.host_pid, snapshot.taken_at, snapshot.processes, channels, snapshot.store)
+    from . import _bot  # host side only: a child never loads the host's modules for this
+
     bot = _bot._bot
     if bot is not None and runtime is bot.hub:
         return bot.status()

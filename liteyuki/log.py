@@ -5,9 +5,16 @@ Lines look like ``2024-01-01 12:00:00 [ℹ️信息] message``. Records are boun
 rejects, so in a NoneBot process our lines are printed once, by our handler, in
 our format, and NoneBot's lines keep NoneBot's format.
 
-Importing this module adds no handler. ``install()`` (called by LiteyukiBot,
-the child bootstrap and the NoneBot plugin) adds ours; it never removes anyone
-else's.
+Importing this module adds no handler and does not import loguru: ``logger``
+is a proxy that imports loguru on first use (a plain child that never logs
+never pays for loguru, nor for the asyncio it imports). ``install()`` (called
+by LiteyukiBot, the child bootstrap and the NoneBot plugin) adds our handler
+at once if loguru is imported already, else when ``logger`` is first used; it
+never removes anyone else's. The one consequence: in a process where our
+handler is still pending, code that imports loguru itself and logs before
+anyone touches ``liteyuki.log.logger`` prints through loguru's own default
+handler (stderr, loguru's format); from the first use of our logger on, lines
+look as described above.
 """
 
 from __future__ import annotations
@@ -15,9 +22,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-import loguru
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
@@ -48,10 +53,44 @@ LEVEL_NAMES: dict[str, dict[str, str]] = {
     },
 }
 
-logger: Logger = loguru.logger.bind(liteyuki=True, nonebot_log_level=_ABOVE_EVERYTHING)
-
 _lock = threading.Lock()
 _handler_id: int | None = None
+# install() was called but loguru was not imported yet: the handler is added (with this
+# colorize) when our logger is first used.
+_pending_colorize: bool | None = None
+_real: Logger | None = None
+
+
+def _resolve() -> Logger:
+    """The bound loguru logger behind ``logger``; imports loguru and adds a pending handler."""
+    global _real
+    real = _real
+    if real is None:
+        import loguru
+
+        real = _real = loguru.logger.bind(liteyuki=True, nonebot_log_level=_ABOVE_EVERYTHING)
+    if _pending_colorize is not None:
+        _add_handler()
+    return real
+
+
+class _LazyLogger:
+    """``logger`` until first use: any attribute imports loguru and is then cached here.
+
+    Cached attributes are the bound methods of the real (bound) loguru logger, so a
+    call costs what a call on loguru's logger costs, and records name the caller.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(_resolve(), name)
+        self.__dict__[name] = value  # found by normal lookup from now on
+        return value
+
+    def __repr__(self) -> str:
+        return repr(_resolve())
+
+
+logger: Logger = cast("Logger", _LazyLogger())
 _names = LEVEL_NAMES["zh-CN"]
 _level: str | int = "INFO"
 _language = "zh-CN"
@@ -83,12 +122,30 @@ def _sink(message: Message) -> None:
 
 
 def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool | None = None) -> None:
-    """Add the liteyuki handler once per process (later calls update level names only)."""
-    global _handler_id, _names, _level, _language
+    """Add the liteyuki handler once per process (later calls update level names only).
+
+    Added now if loguru is imported already, else when ``logger`` is first used.
+    """
+    global _names, _level, _language, _pending_colorize
     with _lock:
         _names = LEVEL_NAMES.get(language, LEVEL_NAMES["zh-CN"])
         _level, _language = level, language
         if _handler_id is not None:
+            return
+        if colorize is None:
+            colorize = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        _pending_colorize = colorize
+    if "loguru" in sys.modules or _real is not None:
+        _add_handler()
+
+
+def _add_handler() -> None:
+    global _handler_id, _pending_colorize
+    import loguru
+
+    with _lock:
+        colorize = _pending_colorize
+        if _handler_id is not None or colorize is None:
             return
         try:
             # loguru's own default stderr handler (id 0) would print every line twice;
@@ -96,20 +153,22 @@ def install(level: str | int = "INFO", language: str = "zh-CN", colorize: bool |
             loguru.logger.remove(0)
         except ValueError:
             pass
-        if colorize is None:
-            colorize = bool(getattr(sys.stdout, "isatty", lambda: False)())
         _handler_id = loguru.logger.add(
-            _sink, level=level, format=_format, filter=_is_ours, colorize=colorize, diagnose=False
+            _sink, level=_level, format=_format, filter=_is_ours, colorize=colorize, diagnose=False
         )
+        _pending_colorize = None
 
 
 def installed() -> bool:
-    return _handler_id is not None
+    """True once ``install()`` ran (its handler may still wait for the first log line)."""
+    return _handler_id is not None or _pending_colorize is not None
 
 
 def reinstall() -> None:
     """Add our handler again after someone removed every handler (``import nonebot`` does)."""
     global _handler_id
+    import loguru
+
     with _lock:
         if _handler_id is not None:
             try:
@@ -145,6 +204,7 @@ def adopt_nonebot() -> None:
     Used in the NoneBot child of a Liteyuki host, so host, child and NoneBot lines read
     as one log; ``nonebot.log.logger_id`` follows, since adapters look the handler up by it.
     """
+    import loguru
     import nonebot.log as nonebot_log
 
     try:

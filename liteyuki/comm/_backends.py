@@ -17,9 +17,8 @@ and nothing hangs (the check gives up after the connect timeout).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
-
-from ._redis_conn import settings_from
 
 __all__ = [
     "STORAGE_ENV",
@@ -55,6 +54,8 @@ def check_storage(config: dict[str, Any]) -> None:
     """Raise the ValueError / ImportError ``configure_backends`` would, before anything changed."""
     url = storage_url(config)
     if url != "memory":
+        from ._redis_conn import settings_from  # only for Redis: a process on memory never loads it
+
         namespace = config.get("storage_namespace")
         settings_from(url, "liteyuki" if namespace is None else namespace, 10.0, config.get("cluster_claim_idle", 30.0))
 
@@ -73,6 +74,8 @@ def configure_backends(runtime: Any, config: dict[str, Any]) -> None:
     namespace = config.get("storage_namespace")
     if namespace is None:
         namespace = os.environ.get(NAMESPACE_ENV) or "liteyuki"
+    from ._redis_conn import settings_from  # only for Redis: a process on memory never loads it
+
     settings = settings_from(url, namespace, runtime.call_timeout, config.get("cluster_claim_idle", 30.0))
     current = runtime.store_backend
     if current is not None and current.settings == settings:
@@ -111,9 +114,9 @@ def _announce(store: Any) -> None:
 
 def close_all(runtime: Any) -> None:
     """The runtime is done: close this process's cluster-channel ends and its backends."""
-    from ._cluster_channel import forget_cluster_ends
-
-    forget_cluster_ends()
+    cluster = sys.modules.get(f"{__package__}._cluster_channel")
+    if cluster is not None:  # not imported: there are no cluster ends to close
+        cluster.forget_cluster_ends()
     close_backends(runtime)
 
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import random
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
-from ._hub import message_runs
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._ops import STORE_OPERATIONS, Operation, fields_of
+from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
+
+if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
+    import asyncio
 
 __all__ = ["ChildRuntime"]
 
@@ -236,6 +238,8 @@ class ChildRuntime(RuntimeBase):
         backend = self.store_backend
         if backend is not None and type(op) in STORE_OPERATIONS:
             return await backend.async_execute(op, timeout)
+        import asyncio  # loaded already: we run on a loop
+
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         ref = self._request(op, waiter)

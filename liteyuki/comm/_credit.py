@@ -8,12 +8,15 @@ lock is held while anyone waits.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from ._loopcall import call_in_loop, settle
+
+if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
+    import asyncio
 
 __all__ = ["Credit"]
 
@@ -65,6 +68,8 @@ class Credit:
 
     async def take_async(self, timeout: float | None) -> bool:
         """Take one unit without blocking the loop; False after ``timeout`` s (None: no limit)."""
+        import asyncio  # loaded already: we run on a loop
+
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

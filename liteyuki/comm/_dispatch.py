@@ -4,6 +4,12 @@ The host lends LiteyukiBot's loop, a NoneBot child lends NoneBot's loop (from
 the plugin's startup hook), a plain child lends a loop the bootstrap runs in a
 thread. Work submitted before a loop is bound waits and runs once one is.
 
+A plain child's loop starts on first need: the bootstrap registers a starter
+(``set_starter``), and ``ensure_loop()`` — called when a passive callback or a
+subscriber is registered, and by ``submit`` as a fallback — runs it once. A
+child that only makes sync calls never starts it, and never imports asyncio
+(this module does not either).
+
 Async callbacks start *eagerly*: the coroutine runs synchronously up to its
 first real suspension, and only then becomes a task the dispatcher owns. A
 callback that never awaits anything slow costs no task at all, and callbacks
@@ -12,14 +18,16 @@ start in message order.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..log import logger
 from ._loopcall import call_in_loop
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
 
@@ -76,10 +84,43 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[Callable[[], None]] = []
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._starter: Callable[[], asyncio.AbstractEventLoop] | None = None
+        self._start_lock = threading.Lock()  # one start at a time (a thread and a loop to make)
+        self._wanted = False  # ensure_loop() was called before there was a starter
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
+
+    def set_starter(self, starter: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+        """Make ``starter()`` the way to get a loop when work needs one and none is bound.
+
+        A plain child's bootstrap sets it (a loop in a thread); ``None`` (the default):
+        work waits until someone binds a loop (the host's, NoneBot's). If a loop was
+        wanted already (a callback registered while the child's modules were imported),
+        it starts now.
+        """
+        with self._lock:
+            self._starter = starter
+            start = starter is not None and self._loop is None and (self._wanted or bool(self._waiting))
+        if start:
+            self.ensure_loop()
+
+    def ensure_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The bound loop, started now by the starter if none is bound (None: no loop, no starter)."""
+        loop = self._loop
+        if loop is not None:
+            return loop
+        if self._starter is None:
+            self._wanted = True  # a starter set later starts the loop at once
+            return None
+        with self._start_lock:
+            with self._lock:
+                loop, starter = self._loop, self._starter
+            if loop is None and starter is not None:
+                loop = starter()
+                self.bind(loop)
+        return loop
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run callbacks on ``loop`` from now on (idempotent for the same loop)."""
@@ -103,12 +144,17 @@ class Dispatcher:
                 call_in_loop(task.get_loop(), task.cancel)
 
     def submit(self, work: Callable[[], None]) -> None:
-        """Call ``work()`` on the bound loop, soon; or when a loop is bound."""
+        """Call ``work()`` on the bound loop, soon; or when a loop is bound (or started)."""
+        starter = None
         with self._lock:
             loop = self._loop
             if loop is None:
                 self._waiting.append(work)
-                return
+                starter = self._starter
+        if loop is None:
+            if starter is not None:
+                self.ensure_loop()  # binding runs the waiting work
+            return
         if not call_in_loop(loop, work):  # the loop closed under us: keep the work for the next one
             with self._lock:
                 if self._loop is loop:
@@ -124,7 +170,11 @@ class Dispatcher:
             return
         # `is not None` first: a sync callback returns None, and the ABC check costs ~0.5 us.
         if result is not None and isinstance(result, Coroutine):
-            loop = self._loop or asyncio.get_running_loop()
+            loop = self._loop
+            if loop is None:
+                import asyncio  # loaded already: we run on a loop
+
+                loop = asyncio.get_running_loop()
             start_eagerly(result, loop, self.tasks, label)
 
 

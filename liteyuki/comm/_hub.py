@@ -25,7 +25,7 @@ import collections
 import heapq
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .._threads import QuietThread
@@ -34,6 +34,7 @@ from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, Pr
 from ._lanes import serve_handoff
 from ._link import Reader, Writer, close_socket
 from ._ops import OPERATIONS, STORE_OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
+from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._store import MemoryStore
 from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads
@@ -704,23 +705,6 @@ def _find(route: _Route, process: str) -> _Receiver | None:
         if receiver.process == process:
             return receiver
     return None
-
-
-def message_runs(frames: list[Frame]) -> Iterator[tuple[Frame, list[bytes] | None]]:
-    """Each frame, except that a run of MESSAGE frames on one channel comes as one item
-    with all their payloads (delivered or routed in one go); other frames come with None."""
-    i, n = 0, len(frames)
-    while i < n:
-        frame = frames[i]
-        if frame.kind is not Kind.MESSAGE:
-            yield frame, None
-            i += 1
-            continue
-        j = i + 1
-        while j < n and frames[j].kind is Kind.MESSAGE and frames[j].name == frame.name:
-            j += 1
-        yield frame, [f.payload for f in frames[i:j]]
-        i = j
 
 
 def _check_value_sizes(op: Operation, limit: int) -> None:

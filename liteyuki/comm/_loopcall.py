@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: a process without a loop never imports asyncio
+    import asyncio
 
 __all__ = ["call_in_loop", "settle"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +17,9 @@ DEFAULT_WINDOW = 100_000  # messages per channel and sender that may wait in the
 
 
 def on_event_loop() -> bool:
-    return asyncio._get_running_loop() is not None
+    """Is this thread running an event loop? (No asyncio imported yet: no loop runs anywhere.)"""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 
 class RuntimeBase:

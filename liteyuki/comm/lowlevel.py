@@ -4,24 +4,33 @@ The host (``LiteyukiBot``), the process manager, the child bootstrap and the
 NoneBot plugin use these names, and only these, the way ``trio.lowlevel``
 serves code built on trio. User code should not need them; they may change
 between minor versions.
+
+``Hub``, ``ChildRuntime``, ``check_storage`` and ``storage_env`` are loaded on
+first access (PEP 562): the child bootstrap imports this module, and a child
+must not load the host's hub, nor a host the child's client, to get the rest.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._backends import check_storage, storage_env
 from ._channel import _park, forget_local_ends, local_end, local_ends
-from ._client import ChildRuntime
 from ._context import current, install, installed
 from ._default import CHILD_ENV, CHILD_PID_ENV, new_hub
 from ._dispatch import dispatcher
-from ._hub import Hub
 from ._link import Writer, new_socketpair
 from ._loopcall import call_in_loop
 from ._runtime_base import RuntimeBase
 from ._validate import check_timeout
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
+    from ._backends import check_storage as check_storage
+    from ._backends import storage_env as storage_env
+    from ._client import ChildRuntime as ChildRuntime
+    from ._hub import Hub as Hub
 
 __all__ = [
     "CHILD_ENV",
@@ -49,6 +58,34 @@ __all__ = [
     "storage_env",
     "store_status",
 ]
+
+
+_LAZY = {
+    "Hub": "._hub",
+    "ChildRuntime": "._client",
+    "check_storage": "._backends",
+    "storage_env": "._backends",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'liteyuki.comm.lowlevel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _hub_of(runtime: Any) -> Any:
+    """``runtime`` if it is a Hub, else None (without loading the hub: if it is not
+    imported, nothing in this process is one)."""
+    hub = sys.modules.get(f"{__package__}._hub")
+    return runtime if hub is not None and isinstance(runtime, hub.Hub) else None
 
 
 def redis_store(url: str, namespace: str = "liteyuki") -> Any:
@@ -106,7 +143,7 @@ def channel_status() -> list[dict[str, Any]]:
 
     for name, end in local_ends().items():
         row(name)["buffered"][me] = len(end._state.buffer)
-    if isinstance(runtime, Hub):
+    if _hub_of(runtime) is not None:
         for stats in runtime.channel_stats():
             entry = row(stats["name"])
             entry["waiting"] = stats["waiting"]
@@ -126,7 +163,7 @@ def store_status() -> dict[str, Any]:
     """``{"keys": n, "bytes": pickled size of the values}`` of the store this process owns
     (the host's, or a standalone process's); ``{}`` in a child (the store lives in the host)."""
     runtime = current()
-    if not isinstance(runtime, Hub):
+    if _hub_of(runtime) is None:
         return {}
     store = runtime.store
     with store._lock:
@@ -138,7 +175,7 @@ def store_status() -> dict[str, Any]:
 def outbox_bytes(peer: str) -> int:
     """Bytes the host has queued for child ``peer`` (0 when unknown or not the host)."""
     runtime = current()
-    if isinstance(runtime, Hub):
+    if _hub_of(runtime) is not None:
         try:
             return int(runtime.peer_stats(peer)["outbox_bytes"])
         except KeyError:

@@ -220,6 +220,7 @@ class KeyValueStore:
                 raise TypeError(f"on_subscriber_receive needs a callable, got {type(func).__name__}")
             with _subscribers_lock:
                 _subscribers.setdefault(channel, []).append(func)
+            dispatcher.ensure_loop()  # a plain child starts its callback loop on first need
             runtime = current()
             runtime.publish_sink = _deliver_publish
             runtime.subscribe(channel)

@@ -5,12 +5,16 @@ target runs, ``liteyuki.comm.active_channel`` / ``passive_channel`` are live,
 logging has our format, stdin is usable again, and the child watches its host:
 if the host disappears the child stops itself (SIGINT first, so frameworks run
 their shutdown hooks; ``os._exit`` after a grace period).
+
+A plain child (a sync target) imports only what it uses (docs/ARCHITECTURE.md,
+"Child start-up"): the transport, no asyncio, loguru or pydantic. Its dispatch
+loop (an event loop in a thread, for passive callbacks and async calls) starts
+the first time something needs it, and "ready" goes to the host before
+anything optional (the process title, stdin) is set up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -19,14 +23,16 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import _config, log
+from .. import _settings, log
 from .._threads import QuietThread
 from ..comm import lowlevel
 from ..comm.lowlevel import dispatcher
 from ..log import logger
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["MAIN_GUARD_EXIT", "ChildSpec", "child_main", "request_stop"]
 
@@ -38,15 +44,21 @@ MAIN_GUARD_EXIT = 78
 _SELF_STOP_GRACE = 3.0
 
 
-@dataclass(frozen=True)
-class ChildSpec:
+class ChildSpec(NamedTuple):
+    """Everything a child needs, pickled once into the spawned process.
+
+    A NamedTuple, not a dataclass: the child unpickles it first thing, and
+    ``dataclasses`` would cost it ~6 ms of start-up (see ``_ops``).
+    """
+
     name: str
     target: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     sock: socket.socket
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # the host's validated settings (None: the defaults)
     handoff: socket.socket | None = None  # where this child's threads hand their lanes to the host
+    is_async: bool = False  # the target is a coroutine function (decided by the host: no inspect here)
 
 
 _stop_lock = threading.Lock()
@@ -120,6 +132,14 @@ def _reopen_stdin() -> None:
 
 
 def _start_dispatch_thread() -> asyncio.AbstractEventLoop:
+    """The plain child's dispatch loop: an event loop in a daemon thread.
+
+    The dispatcher's starter: it runs the first time a passive callback, a
+    subscriber or an async call needs a loop, so a child that only makes sync
+    calls never imports asyncio.
+    """
+    import asyncio
+
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 
@@ -130,11 +150,12 @@ def _start_dispatch_thread() -> asyncio.AbstractEventLoop:
 
     QuietThread(target=run, name="liteyuki-dispatch", daemon=True).start()
     ready.wait(5)
-    dispatcher.bind(loop)
     return loop
 
 
 async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     dispatcher.bind(loop)
     try:
@@ -154,11 +175,10 @@ def child_main(spec: ChildSpec) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     # SIGUSR1 asks the host for a status dump; one sent to the whole group must not kill us.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    _set_title(spec.name)
-    config = _config.set_config(spec.config)
+    config = _settings.set_config(spec.config or {})
+    # Our handler is added when the logger is first used (loguru is imported then).
     log.install(config["log_level"], config["language"])
     os.environ.setdefault("LITEYUKI_PROCESS_NAME", spec.name)
-    _reopen_stdin()
 
     runtime = lowlevel.current()
     if not isinstance(runtime, lowlevel.ChildRuntime) or runtime.process_name != spec.name:
@@ -168,19 +188,24 @@ def child_main(spec: ChildSpec) -> None:
     runtime.on_host_lost = lambda error: _on_host_lost(error)
     runtime.on_control = lambda op, payload: _on_control(op, payload)
     runtime.connect(spec.sock, spec.handoff)
-    _watch_parent()
     runtime.control("ready", str(os.getpid()).encode())
+    # What is not needed to be "ready" comes after it.
+    _watch_parent()
+    _set_title(spec.name)
+    _reopen_stdin()
 
     code = 0
     loop: asyncio.AbstractEventLoop | None = None
     try:
-        if inspect.iscoroutinefunction(spec.target):
+        if spec.is_async:
+            import asyncio
+
             loop = asyncio.new_event_loop()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             loop.run_until_complete(_run_async(spec.target, spec.args, spec.kwargs))
         else:
             if not getattr(spec.target, "liteyuki_own_loop", False):
-                _start_dispatch_thread()
+                dispatcher.set_starter(_start_dispatch_thread)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             spec.target(*spec.args, **spec.kwargs)
     except KeyboardInterrupt:

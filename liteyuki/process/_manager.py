@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -160,7 +161,14 @@ class ProcessManager:
             host_sock, child_sock = new_socketpair()
             host_handoff, child_handoff = socket.socketpair()
             spec = ChildSpec(
-                name, child.target, child.args, child.kwargs, child_sock, dict(self._config), child_handoff
+                name,
+                child.target,
+                child.args,
+                child.kwargs,
+                child_sock,
+                dict(self._config),
+                child_handoff,
+                inspect.iscoroutinefunction(child.target),
             )
             process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
             # The environment tells the child its name and its host (and the storage: code the
