@@ -15,13 +15,18 @@ from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
-from ._ops import STORE_OPERATIONS, Operation, fields_of
 from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
 
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
     import asyncio
+
+    from ._ops import Operation
+
+# Operations (``_ops``) are loaded by whoever makes one (storage, the registry calls), not
+# here: a child that only sends never loads them. An operation is the tuple of its fields
+# (``_ops.fields_of``): ``tuple(op)`` is what travels.
 
 __all__ = ["ChildRuntime"]
 
@@ -58,6 +63,13 @@ class _Waiter:
         if self.kind is Kind.FAILURE:
             raise loads(self.payload, what="error from the host")
         raise BrokenPeerError(self.payload.decode() or "the host connection was lost")
+
+
+def _is_store_op(op: Operation) -> bool:
+    """A store operation (a store backend takes it), not a registry one (the host keeps those)."""
+    from ._ops import STORE_OPERATIONS
+
+    return type(op) in STORE_OPERATIONS
 
 
 class ChildRuntime(RuntimeBase):
@@ -199,7 +211,7 @@ class ChildRuntime(RuntimeBase):
         try:
             # [#11] Each value in op was bounded by max_message_size already; the fields around
             # them get room (compare_and_set carries two values), so exactly the limit passes.
-            payload = dumps(fields_of(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+            payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
             self.writer.put((header(Kind.REQUEST, type(op).__name__.encode(), len(payload), ref), payload))
         except BaseException:
             self._pending.pop(ref, None)
@@ -210,13 +222,13 @@ class ChildRuntime(RuntimeBase):
 
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         backend = self.store_backend
-        if backend is not None and type(op) in STORE_OPERATIONS:
+        if backend is not None and _is_store_op(op):
             return backend.execute(op, timeout)
         lanes = self._lanes
         if lanes is not None:
             self._check_alive()
             limit = self.call_timeout if timeout is None else timeout
-            payload = dumps(fields_of(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+            payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
             try:
                 answer = lanes.call(type(op).__name__, payload, limit)
             except ConnectionError as exc:
@@ -236,7 +248,7 @@ class ChildRuntime(RuntimeBase):
 
     async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         backend = self.store_backend
-        if backend is not None and type(op) in STORE_OPERATIONS:
+        if backend is not None and _is_store_op(op):
             return await backend.async_execute(op, timeout)
         import asyncio  # loaded already: we run on a loop
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._ops import ChannelExists, ChannelNames, Operation, RegisterChannel
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, loads
+
+if TYPE_CHECKING:  # the registry calls below load _ops when they run: a child that only sends never does
+    from ._ops import Operation
 
 __all__ = ["DEFAULT_CALL_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "DEFAULT_WINDOW", "RuntimeBase", "on_event_loop"]
 
@@ -68,12 +70,18 @@ class RuntimeBase:
         raise NotImplementedError
 
     def channel_exists(self, name: str) -> bool:
+        from ._ops import ChannelExists
+
         raw = self.execute(ChannelExists(name))
         return bool(raw and loads(raw))
 
     def register_channel(self, name: str) -> None:
+        from ._ops import RegisterChannel
+
         self.execute(RegisterChannel(name))
 
     def channel_names(self) -> list[str]:
+        from ._ops import ChannelNames
+
         raw = self.execute(ChannelNames())
         return loads(raw) if raw else []
