@@ -111,9 +111,10 @@ class Dispatcher:
         loop = self._loop
         if loop is not None:
             return loop
-        if self._starter is None:
-            self._wanted = True  # a starter set later starts the loop at once
-            return None
+        with self._lock:  # with set_starter's check: a want is either seen there or started here
+            if self._starter is None:
+                self._wanted = True  # a starter set later starts the loop at once
+                return None
         with self._start_lock:
             with self._lock:
                 loop, starter = self._loop, self._starter
