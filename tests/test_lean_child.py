@@ -8,6 +8,7 @@ would be pytest, whose imports are not the child's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -42,6 +43,27 @@ HOST = textwrap.dedent(
     """
 )
 
+# A bot.py as the README writes it: the host imported at the top. A file, not ``-c``: spawn
+# runs a main script again in the child (as ``__mp_main__``), top-level imports and all.
+BOT_SCRIPT = textwrap.dedent(
+    """
+    import json
+    from liteyuki import LiteyukiBot
+    from liteyuki.comm import get_channel
+    from liteyuki.comm.storage import shared_memory
+    from tests import lean_targets
+
+    if __name__ == "__main__":
+        bot = LiteyukiBot(pyproject=None, stop_grace=3.0, log_level="WARNING")
+        bot.process_manager.add_target("lean", lean_targets.sync_only, (60.0,))
+        bot.on_before_start(lambda: shared_memory.set("lean-key", 42))
+        with bot.running(timeout=30):
+            active = get_channel("lean-active")
+            assert active.receive(timeout=20) == "hello"
+            print("REPORT", json.dumps(active.receive(timeout=20)), flush=True)
+    """
+)
+
 
 def run_host(target: str, steps: list[str]) -> list[Any]:
     proc = subprocess.run(
@@ -62,6 +84,24 @@ def test_a_plain_child_that_sends_and_gets_imports_no_asyncio_loguru_pydantic_or
     hello, report = run_host("sync_only", ["recv", "recv"])
     assert hello == "hello"
     assert report == {"value": 42, "loaded": []}
+
+
+@pytest.mark.timeout(90)
+def test_a_bot_script_that_imports_the_host_at_its_top_does_not_load_it_into_a_plain_child(tmp_path: Path) -> None:
+    # The child runs the script's top again: `from liteyuki import LiteyukiBot` loads the
+    # small module that defines the class, none of the host's machinery.
+    script = tmp_path / "bot.py"
+    script.write_text(BOT_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"REPORT {json.dumps({'value': 42, 'loaded': ['liteyuki._bot']})}" in proc.stdout, proc.stdout
 
 
 @pytest.mark.timeout(90)
