@@ -270,3 +270,31 @@ def lane_hammer(name: str, key: str, threads: int) -> None:
             out.send(cmd)
 
     threading.Event().wait()
+
+
+def slow_sink(name: str, n: int) -> None:
+    """Takes ``n`` messages, a few ms of C work each that holds the GIL (so its reader
+    thread reads slowly, but steadily), then says "done"."""
+    seen = [0]
+
+    @passive_channel.on_receive()
+    def on_message(message: Any) -> None:
+        sum(range(200_000))  # busy work in C: no bytecode boundary to hand the GIL over at
+        seen[0] += 1
+        if seen[0] == n:
+            get_channel(f"{name}-active").send("done")
+
+    get_channel(f"{name}-active").send("ready")
+    threading.Event().wait()
+
+
+def stuck_sink(name: str) -> None:
+    """Its first callback holds the GIL for good: the child stops reading its link."""
+
+    @passive_channel.on_receive()
+    def on_message(message: Any) -> None:
+        while True:
+            sum(range(10**9))  # C work that never hands the GIL over: nothing else runs
+
+    get_channel(f"{name}-active").send("ready")
+    threading.Event().wait()

@@ -345,3 +345,35 @@ def test_a_stopped_child_stalls_nobody_else(host):
     collector.join(30)
     # An echoing thread waits for credit (never refused): everything arrives, in order.
     assert [g[1][0] for g in got] == [*range(accepted), -2]
+
+
+@pytest.mark.timeout(60)
+def test_a_sync_sender_of_large_messages_stays_near_the_high_water_mark(host):
+    # Without a bound the sender runs megabytes ahead of a slow child: memory churn.
+    from liteyuki.comm._link import HIGH_WATER
+
+    name, size, n = unique(), 256 * 1024, 150
+    bot = host({name: (dt.slow_sink, (name, n))})
+    to_child = get_channel(f"{name}-passive")
+    assert get_channel(f"{name}-active").receive(timeout=30) == "ready"  # its end is declared
+    writer = bot.hub._peers[name].writer
+    peak = 0
+    for _ in range(n):
+        to_child.send(b"x" * size)
+        peak = max(peak, writer.queued_bytes)
+    assert get_channel(f"{name}-active").receive(timeout=30) == "done"
+    print("peak", peak, writer.frames, writer is bot.hub._peers[name].writer)
+    assert peak <= HIGH_WATER + 2 * size, peak
+
+
+@pytest.mark.timeout(30)
+def test_a_child_that_stops_reading_costs_a_sync_sender_one_short_wait_not_one_per_message(host):
+    # 600 x 100 KiB = 60 MB, under the outbox limit: every send returns, and a wait of
+    # 50 ms per send would run past this test's timeout.
+    name = unique()
+    bot = host({name: (dt.stuck_sink, (name,))})
+    to_child = get_channel(f"{name}-passive")
+    assert get_channel(f"{name}-active").receive(timeout=30) == "ready"
+    for _ in range(600):
+        to_child.send(b"x" * 100 * 1024)
+    assert bot.hub._peers[name].writer.stalled

@@ -32,7 +32,7 @@ from .._threads import QuietThread
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, ProtocolError, RemoteError
 from ._lanes import serve_handoff
-from ._link import Reader, Writer, close_socket
+from ._link import HIGH_WATER, Reader, Writer, close_socket
 from ._ops import OPERATIONS, STORE_OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
 from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
@@ -42,6 +42,9 @@ from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads
 __all__ = ["HOST", "Hub"]
 
 HOST = ""  # the host process, in routing tables
+# How long a sync sender waits for a child's link to drain below the high-water mark
+# before taking the child for one that does not read (see Writer.wait_for_room).
+_ROOM_WAIT = 0.05
 _RETURNED = "\0returned"  # sender of a message handed back by an end that left: matches no process
 
 
@@ -154,6 +157,16 @@ class Hub(RuntimeBase):
         if route is None:
             with self._lock:
                 route = self._route(name)
+        receivers = route.receivers
+        if (
+            len(receivers) == 1
+            and (peer := receivers[0].peer) is not None
+            and (writer := peer.writer) is not None
+            and writer.queued_bytes > HIGH_WATER
+            and not writer.stalled
+            and not on_event_loop()  # a loop never waits
+        ):
+            writer.wait_for_room(_ROOM_WAIT)
         with self._lock:
             # The common case, kept short: nothing waits on the channel and an end has
             # credit, so the message goes straight there (the choice _pump would make) and

@@ -31,6 +31,7 @@ _JOIN_BELOW = 64 * 1024  # batches smaller than this are joined into one buffer
 _BIG_PART = 16 * 1024  # in a larger batch, parts this large go as their own iovec (never copied)
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
+_BATCH = 1 << 20  # the backstop writes at most this much per system call round
 # A sender that finds the link written less than WINDOW ago leaves its frame queued;
 # frames wait until the backstop's timer (WINDOW after the first of them) or a sender
 # finding the oldest MAX_AGE old or 64 KiB queued writes them in one go: a burst of small
@@ -69,6 +70,7 @@ class Writer:
         # that held messages back from a backed-up peer hands them over again.
         self.on_drained: Callable[[], None] | None = None
         self.frames = 0  # frames put so far (a lane's request fences on it)
+        self.stalled = False  # a wait for room timed out: the peer is not reading (see wait_for_room)
 
     # -- producers -------------------------------------------------------
     def put(self, parts: tuple[bytes, ...] | list[bytes], *, wait: float | None = 0.0, what: str = "") -> None:
@@ -132,6 +134,21 @@ class Writer:
         self._ensure_backstop()
         self._cond.notify_all()
         self._backstop_wanted = True  # last (see _arm)
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Hold a sender back while more than the high-water mark waits and the peer reads.
+
+        Flow control for large messages: a sender that runs megabytes ahead of the
+        socket only makes memory churn (page faults) and stalls the pipeline when the
+        pile is handed over. A peer that reads nothing in ``timeout`` marks the link
+        stalled: senders then queue without waiting (credit and the outbox limit bound
+        them, as before) until the backstop writes again.
+        """
+        with self._lock:
+            if self.stalled:
+                return
+            if not self._cond.wait_for(lambda: self._closed or self._queued + self._writing <= HIGH_WATER, timeout):
+                self.stalled = True
 
     def _wait_for_room(self, wait: float | None, what: str) -> None:
         """Wait (lock held) until the queue is below the high-water mark, or raise."""
@@ -238,15 +255,22 @@ class Writer:
                             self._cond.notify_all()
                             drained = self.on_drained if not self._queue else None
                             break
-                        bufs = _batch(self._queue, self._queued)
+                        queue, size = self._queue, self._queued
+                        if size > _BATCH:  # a slice, so senders waiting for room wake while we go on
+                            n, size = _prefix(queue, _BATCH)
+                            self._queue = queue[n:]
+                            queue = queue[:n]
+                        else:
+                            self._queue = []
+                        bufs = _batch(queue, size)
                         # Still ours until written: counted, so the high-water mark bounds it too.
-                        self._writing = self._queued
-                        self._queue = []
-                        self._queued = 0
+                        self._writing = size
+                        self._queued -= size
                     _send(sock, bufs, 0, collections.deque())
                     with self._lock:
                         self._last = time.perf_counter()
                         self._writing = 0
+                        self.stalled = False
                         self._cond.notify_all()
             except OSError:
                 with self._lock:
@@ -296,6 +320,17 @@ class Writer:
     def queued_bytes(self) -> int:
         """Bytes handed to this writer and not yet taken by the socket."""
         return self._queued + self._writing
+
+
+def _prefix(queue: list[bytes | memoryview], limit: int) -> tuple[int, int]:
+    """How many parts of ``queue`` (whole frames' parts, at least one) make up to ``limit``
+    bytes, and their size."""
+    size = 0
+    for i, part in enumerate(queue):
+        if size and size + len(part) > limit:
+            return i, size
+        size += len(part)
+    return len(queue), size
 
 
 def _batch(queue: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:
