@@ -62,8 +62,8 @@ ROWS: tuple[Spec, ...] = (
         ours="shared_memory.get, sync, in a child",
         base="raw Pipe ping-pong ('get', key, None)",
         limiter=(
-            "one more thread hop (child reader -> caller, + GIL hand-off) and ~2x the CPU per call (sockets "
-            "with timeouts poll before each I/O)"
+            "the same two wake-ups as the raw ping-pong (the call runs on its thread's lane, no hop); on top, "
+            "each side's Python per call: building the op, two pickles, the frame header; the host's lookup"
         ),
     ),
     Spec(
@@ -125,7 +125,7 @@ ROWS: tuple[Spec, ...] = (
         limit=1.0,
         ours="shared_memory.set, sync, in a child",
         base="raw Pipe ping-pong ('set', key, value)",
-        limiter="as for get (an extra thread hop, ~2x CPU per call), plus pickling the value",
+        limiter="as for get, plus the value pickled twice (as the value, then inside the request's fields)",
     ),
     Spec(
         key="set_mgr",
@@ -156,8 +156,8 @@ ROWS: tuple[Spec, ...] = (
         ours="asyncio.gather of 100 async_get",
         base="100 sequential sync get (same child)",
         limiter=(
-            "no batching: one send() per request and per reply, one call_soon_threadsafe wake-up per "
-            "reply, a Task per call"
+            "a Task, a future and a timer per call, and the child's reader thread taking the GIL from the loop "
+            "at each reply batch; the baseline got ~3x faster when sync calls moved to their own lanes"
         ),
     ),
     Spec(
@@ -177,7 +177,7 @@ ROWS: tuple[Spec, ...] = (
         limit=2.0,
         ours="host send -> child passive callback",
         base="raw Pipe send -> blocking recv loop",
-        limiter="per-message Python work on both sides (route, encode, decode, drain, callback dispatch)",
+        limiter="the host's send path, ~2.2 us CPU per message (Channel.send, Hub.send, Writer.put); child keeps up",
     ),
     Spec(
         key="h2c_zmq",
@@ -241,7 +241,10 @@ ROWS: tuple[Spec, ...] = (
         limit=2.0,
         ours="host send -> child callback, paced",
         base="raw Pipe one-way, paced at the same rate, host send -> child blocking recv",
-        limiter="thread hops: host writer thread, child reader -> loop (call_soon_threadsafe)",
+        limiter=(
+            "the paced sender never sleeps and holds the GIL, so the backstop rarely runs: queued frames wait "
+            "until a send finds the oldest 200 us old (p50 109-128 us), then the child wakes late (87-126 us)"
+        ),
     ),
     Spec(
         key="lat_p99",
@@ -251,7 +254,7 @@ ROWS: tuple[Spec, ...] = (
         limit=5.0,
         ours="host send -> child callback, paced",
         base="raw Pipe one-way, paced at the same rate, host send -> child blocking recv",
-        limiter="the GIL's 5 ms switch interval between the sender's and the writer's threads",
+        limiter="as p50; a frame left to the backstop waits for the GIL, up to the 5 ms switch interval",
     ),
     Spec(
         key="big",
@@ -262,8 +265,8 @@ ROWS: tuple[Spec, ...] = (
         ours="64 KiB bytes via channel -> child callback",
         base="raw Pipe send() of the same bytes",
         limiter=(
-            "allocation churn: FrameDecoder.feed re-grows its buffer per read (~500 page faults per MiB) and"
-            " copies each frame twice"
+            "the child's receive side (reader thread and dispatch loop on one GIL; three copies per frame): the "
+            "host, bounded at 4 MiB ahead, waits on it ~70% of the time"
         ),
     ),
     Spec(
@@ -285,7 +288,10 @@ ROWS: tuple[Spec, ...] = (
         limit=1.0,
         ours="1 MiB bytes via channel -> child callback",
         base="raw Pipe send() of the same bytes",
-        limiter="as for 64 KiB: the frame is copied into a joined batch and out of the decoder's buffer",
+        limiter=(
+            "as for 64 KiB, and ~200 us per pickle of 1 MiB (page faults of a fresh buffer); the raw baseline "
+            "itself swings 0.8-2.9 GB/s with glibc malloc's state"
+        ),
     ),
     Spec(
         key="huge_zmq",
@@ -346,8 +352,8 @@ ROWS: tuple[Spec, ...] = (
         ours="LiteyukiBot start -> plain child runs",
         base="bare spawn -> child runs",
         limiter=(
-            "the child imports typing (~2 ms, Channel is Generic) and ~20 liteyuki modules (~5 ms, cold) "
-            "before its target runs; connect + ready ~2 ms; host side ~1 ms before the spawn"
+            "~25 small liteyuki modules (~5 ms, cold process) before the target runs; connect + ready ~2 ms; "
+            "the host ~1 ms before the spawn"
         ),
     ),
 )
