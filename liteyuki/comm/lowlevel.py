@@ -12,11 +12,11 @@ must not load the host's hub, nor a host the child's client, to get the rest.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import lazy_names
 from ._channel import _park, forget_local_ends, local_end, local_ends
 from ._context import current, install, installed
 from ._default import CHILD_ENV, CHILD_PID_ENV, new_hub
@@ -68,17 +68,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'liteyuki.comm.lowlevel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __package__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)
 
 
 def _hub_of(runtime: Any) -> Any:
