@@ -82,6 +82,14 @@ def test_both_readmes_link_each_other_and_have_the_same_structure_and_code():
     assert code(en) == code(zh)
 
 
+@pytest.mark.parametrize("readme", READMES, ids=lambda path: path.name)
+def test_no_section_appears_twice(readme: Path):
+    # An edit that splices a section in at the wrong heading doubles half the page.
+    headings = re.findall(r"^#{2,3} .*$", readme.read_text("utf-8"), re.M)
+    repeated = sorted({h for h in headings if headings.count(h) > 1})
+    assert not repeated, repeated
+
+
 def test_docs_pages_exist_in_both_languages():
     for page in (ROOT / "docs").glob("*.md"):
         if page.name.endswith(".zh-CN.md"):
