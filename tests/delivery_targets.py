@@ -298,3 +298,51 @@ def stuck_sink(name: str) -> None:
 
     get_channel(f"{name}-active").send("ready")
     threading.Event().wait()
+
+
+def loop_lane_agent(name: str) -> None:
+    """Commands for the loop-lane tests, run on the child's dispatch loop."""
+    import asyncio
+
+    from liteyuki.comm import lowlevel
+
+    out = get_channel(f"{name}-active")
+    released = threading.Event()
+
+    def lane_count() -> int:
+        return lowlevel.current()._lanes.count
+
+    @passive_channel.on_receive()
+    async def on_command(cmd: Any) -> None:
+        op, *args = cmd
+        if op == "gather":  # many calls at once on the loop: all answered, on one lane
+            (key, n) = args
+            before = lane_count()
+            values = await asyncio.gather(*(shared_memory.async_get(key) for _ in range(n)))
+            await asyncio.gather(*(shared_memory.async_set(f"{key}-{i}", i) for i in range(n)))
+            out.send(("gather", values, [shared_memory.get(f"{key}-{i}") for i in range(n)], lane_count() - before))
+        elif op == "cancel":  # a call cancelled while it waits leaves the lane in step
+            (key,) = args
+            task = asyncio.ensure_future(shared_memory.async_get(key))
+            await asyncio.sleep(0)
+            task.cancel()
+            cancelled = False
+            try:
+                await task
+            except asyncio.CancelledError:
+                cancelled = True
+            out.send(("cancel", cancelled, await shared_memory.async_get(key), shared_memory.get(key)))
+        elif op == "block":  # the loop is blocked: another thread's calls and messages go on
+            (key,) = args
+            await shared_memory.async_get(key)  # the loop has its lane now
+
+            def other() -> None:
+                shared_memory.set(key, "from another thread")
+                out.send(("other", shared_memory.get(key)))
+                released.set()
+
+            threading.Thread(target=other).start()
+            out.send(("blocked", released.wait(20)))  # blocks the loop until the other thread is done
+
+    out.send("ready")
+    threading.Event().wait()

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,43 @@ def test_threads_hammering_sync_calls_starve_neither_the_channels_nor_each_other
     assert label == "counts" and len(counts) == 40
     print(f"\nper-thread sync calls during 200 echoes: min {min(counts)}, max {max(counts)}")
     assert min(counts) > 0, counts
+
+
+def _loop_agent(host: Any) -> tuple[str, Any, Any]:
+    name = unique()
+    host({name: (dt.loop_lane_agent, (name,))})
+    to_child, from_child = get_channel(f"{name}-passive"), get_channel(f"{name}-active")
+    assert from_child.receive(timeout=30) == "ready"
+    return name, to_child, from_child
+
+
+@pytest.mark.timeout(60)
+def test_gathered_async_calls_on_a_loop_are_all_answered_on_its_one_lane(host):
+    _, to_child, from_child = _loop_agent(host)
+    key = unique("k")
+    shared_memory.set(key, "v")
+    to_child.send(("gather", key, 300))
+    label, values, stored, new_lanes = from_child.receive(timeout=30)
+    assert label == "gather" and values == ["v"] * 300 and stored == list(range(300))
+    assert new_lanes <= 1  # the loop's lane (made by the first call), nothing per call
+
+
+@pytest.mark.timeout(60)
+def test_a_cancelled_async_call_leaves_the_loop_lane_in_step(host):
+    _, to_child, from_child = _loop_agent(host)
+    key = unique("k")
+    shared_memory.set(key, 7)
+    to_child.send(("cancel", key))
+    assert from_child.receive(timeout=30) == ("cancel", True, 7, 7)
+
+
+@pytest.mark.timeout(60)
+def test_a_blocked_loop_holds_up_neither_other_threads_calls_nor_channel_messages(host):
+    # Answers to the loop's calls travel on its own lane: while a callback blocks the loop,
+    # another thread's storage calls and channel sends go through (no head-of-line wait).
+    _, to_child, from_child = _loop_agent(host)
+    key = unique("k")
+    shared_memory.set(key, 0)
+    to_child.send(("block", key))
+    assert from_child.receive(timeout=30) == ("other", "from another thread")
+    assert from_child.receive(timeout=30) == ("blocked", True)

@@ -15,6 +15,7 @@ from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
+from ._looplane import LoopLane
 from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
@@ -230,7 +231,12 @@ class ChildRuntime(RuntimeBase):
             limit = self.call_timeout if timeout is None else timeout
             payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
             try:
-                answer = lanes.call(type(op).__name__, payload, limit)
+                # On a loop that made async calls, after them on its lane; else this thread's lane.
+                lane = lanes.running_loop_lane()
+                if lane is not None:
+                    answer = lane.call(type(op).__name__, payload, self.writer.frames, limit)
+                else:
+                    answer = lanes.call(type(op).__name__, payload, limit)
             except ConnectionError as exc:
                 raise BrokenPeerError(self._broken or f"the host connection was lost ({exc})") from exc
             if answer is not None:
@@ -253,6 +259,10 @@ class ChildRuntime(RuntimeBase):
         import asyncio  # loaded already: we run on a loop
 
         loop = asyncio.get_running_loop()
+        lanes = self._lanes
+        lane = lanes.loop_lane(loop) if lanes is not None else None
+        if lane is not None:
+            return await self._on_loop_lane(lane, loop, op, timeout)
         waiter = _Waiter(loop)
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
@@ -267,6 +277,29 @@ class ChildRuntime(RuntimeBase):
         if answered is False:
             raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
         return waiter.outcome()
+
+    async def _on_loop_lane(
+        self, lane: LoopLane, loop: asyncio.AbstractEventLoop, op: Operation, timeout: float | None
+    ) -> bytes | None:
+        """An async call on the loop's own lane: the loop reads the answer itself."""
+        self._check_alive()
+        limit = self.call_timeout if timeout is None else timeout
+        payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+        ref, future = lane.request(type(op).__name__, payload, self.writer.frames)
+        timer = loop.call_later(limit, settle, future, None)  # an answer settles with (kind, payload)
+        try:
+            answer = await future
+        except ConnectionError as exc:
+            raise BrokenPeerError(self._broken or f"the host connection was lost ({exc})") from exc
+        finally:
+            timer.cancel()
+            lane.forget(ref)
+        if answer is None:
+            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
+        kind, raw = answer
+        if kind is Kind.RESULT:
+            return raw or None
+        raise loads(raw, what="error from the host")
 
     # -- frames from the host ----------------------------------------------
     def _on_frames(self, frames: list[Frame]) -> None:

@@ -22,12 +22,18 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._threads import QuietThread
 from ._errors import CommTimeoutError, ProtocolError
+from ._looplane import LoopLane
 from ._wire import FrameDecoder, Kind, encode, header
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["MAX_LANES", "ChildLanes", "serve_handoff"]
 
@@ -80,6 +86,48 @@ class ChildLanes:
         self._lock = threading.RLock()
         self._count = 0
         self._closed = False
+        self._loop_lanes: dict[int, LoopLane] = {}  # id(loop) -> its lane
+
+    def loop_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane | None:
+        """The lane of ``loop`` (the running loop: call on its thread), made on first use;
+        None: no lane (the cap is reached, or the host is gone): use the main link."""
+        lane = self._loop_lanes.get(id(loop))
+        if lane is not None and lane.loop is loop and lane.usable:
+            return lane
+        with self._lock:
+            for key, old in list(self._loop_lanes.items()):  # broken, or their loop closed
+                if not old.usable or old.loop is loop:
+                    del self._loop_lanes[key]
+                    old.close()
+            if self._closed or self._count >= MAX_LANES:
+                return None
+            ours = self._hand_over()
+            if ours is None:
+                return None
+            self._count += 1
+        lane = LoopLane(ours, loop, self._max_size, self._released)
+        self._loop_lanes[id(loop)] = lane
+        return lane
+
+    def running_loop_lane(self) -> LoopLane | None:
+        """The lane of the loop running on this thread, if it has one."""
+        if not self._loop_lanes:
+            return None
+        loop = _running_loop()
+        lane = self._loop_lanes.get(id(loop)) if loop is not None else None
+        return lane if lane is not None and lane.loop is loop and lane.usable else None
+
+    def _hand_over(self) -> socket.socket | None:
+        """A new socketpair whose other end went to the host (lock held); None if it could not."""
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self._handoff, [b"L"], [theirs.fileno()])
+        except OSError:
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        return ours
 
     def _lane(self) -> _Lane | None:
         lane: _Lane | None = getattr(self._local, "lane", None)
@@ -88,14 +136,9 @@ class ChildLanes:
         with self._lock:
             if self._closed or self._count >= MAX_LANES:
                 return None
-            ours, theirs = socket.socketpair()
-            try:
-                socket.send_fds(self._handoff, [b"L"], [theirs.fileno()])
-            except OSError:
-                ours.close()
+            ours = self._hand_over()
+            if ours is None:
                 return None
-            finally:
-                theirs.close()
             self._count += 1
         lane = _Lane(ours, self._max_size, self._released)
         self._local.lane = lane
@@ -149,10 +192,17 @@ class ChildLanes:
         self._local = threading.local()
         self._lock = threading.RLock()
         self._count = 0
+        self._loop_lanes = {}
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            loop_lanes, self._loop_lanes = list(self._loop_lanes.values()), {}
+        for lane in loop_lanes:  # on its loop's thread, where its reader is registered
+            try:
+                lane.loop.call_soon_threadsafe(lane.close)
+            except RuntimeError:  # the loop is closed: its selector is gone with it
+                lane.close()
         try:
             self._handoff.close()
         except OSError:
@@ -214,12 +264,17 @@ def _serve_lane(
             chunk = sock.recv(1 << 16)
             if not chunk:
                 return
+            # The answers to every request of one read go out in one write (a loop's lane
+            # sends a gathered batch of calls at once).
+            answers = []
             for frame in decoder.feed(chunk):
                 if frame.kind is not Kind.REQUEST:
                     raise ProtocolError(f"a lane carried a {frame.kind.name} frame")
                 wait_for_fence(frame.ref >> 32)
                 kind, payload = answer(frame.name, frame.payload)
-                sock.sendall(encode(kind, "", payload, frame.ref))
+                answers.append(encode(kind, "", payload, frame.ref))
+            if answers:
+                sock.sendall(answers[0] if len(answers) == 1 else b"".join(answers))
     except ProtocolError as exc:
         on_error(exc)
     except OSError:
@@ -227,3 +282,8 @@ def _serve_lane(
     finally:
         sock.close()
         released()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop runs (a plain child)
+    return asyncio._get_running_loop() if asyncio is not None else None

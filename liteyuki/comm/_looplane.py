@@ -1,0 +1,187 @@
+"""A loop's lane: async storage calls made on an event loop, answered on that loop.
+
+Like a thread's lane (``_lanes.py``), the loop gets a socketpair of its own,
+handed to the host at first use; the host answers on it inline. The difference
+is who reads: the loop itself (``loop.add_reader``), so an answer reaches the
+awaiting coroutine with no reader thread and no ``call_soon_threadsafe`` in
+between. Only answers to this loop's own requests travel here: a loop that is
+busy (or blocked by a callback) delays nothing but its own calls, which could
+not run anyway. Channel messages, credit and every other thread's calls stay on
+the main link and the thread lanes.
+
+Writes: the first request of a loop iteration is written at once (one call
+waiting alone goes out without delay); requests made later in the same
+iteration are queued and written together when it ends (``call_soon``), so a
+gather of 100 calls costs a few writes, not 100. The host answers every request
+of a read in one write. Answers are matched by their ``ref``; one that comes
+after its call timed out or was cancelled is dropped, and the lane stays in step.
+Ordering: each request carries the fence of the main link, as a thread lane's.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._errors import CommTimeoutError, ProtocolError
+from ._wire import FrameDecoder, Kind, header
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["LoopLane"]
+
+_READ = 1 << 16
+
+
+class LoopLane:
+    """One event loop's lane (used on that loop's thread only)."""
+
+    def __init__(
+        self, sock: socket.socket, loop: asyncio.AbstractEventLoop, max_size: int, on_close: Callable[[], None]
+    ) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.loop = loop
+        self._fd = sock.fileno()
+        self._decoder = FrameDecoder(max_size)
+        self._waiting: dict[int, asyncio.Future[tuple[Kind, bytes]]] = {}
+        self._out = bytearray()  # what the socket has not taken yet
+        self._batching = False  # a request was written this iteration: queue the next ones
+        self._writer_on = False
+        self._seq = 0
+        self._on_close: Callable[[], None] | None = on_close
+        self.broken: str | None = None
+        loop.add_reader(self._fd, self._readable)
+
+    @property
+    def usable(self) -> bool:
+        return self.broken is None and not self.loop.is_closed()
+
+    def request(self, op_name: str, payload: bytes, fence: int) -> tuple[int, asyncio.Future[tuple[Kind, bytes]]]:
+        """Queue one request; the future gets (kind, answer payload)."""
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        ref = (fence << 32) | seq
+        future: asyncio.Future[tuple[Kind, bytes]] = self.loop.create_future()
+        self._waiting[ref] = future
+        self._out += header(Kind.REQUEST, op_name.encode(), len(payload), ref)
+        self._out += payload
+        if not self._batching:
+            self._batching = True
+            self.loop.call_soon(self._end_batch)
+            self._flush()
+        return ref, future
+
+    def call(self, op_name: str, payload: bytes, fence: int, timeout: float) -> tuple[Kind, bytes]:
+        """A sync call made on the loop's own thread (the loop waits meanwhile): on this lane,
+        so it is ordered after the async calls this loop made before it."""
+        ref, future = self.request(op_name, payload, fence)
+        deadline = time.monotonic() + timeout
+        try:
+            if self._writer_on:
+                self._writer_on = False
+                self.loop.remove_writer(self._fd)
+            while self._out:
+                self._wait(select.POLLOUT, deadline, op_name, timeout)
+                self._flush()
+                self._check()
+            while not future.done():
+                self._wait(select.POLLIN, deadline, op_name, timeout)
+                self._readable()  # settles what arrives: other calls' answers too
+            return future.result()  # ConnectionError if the lane broke
+        finally:
+            self.forget(ref)
+
+    def _wait(self, event: int, deadline: float, op_name: str, timeout: float) -> None:
+        self._check()
+        remaining = deadline - time.monotonic()
+        poller = select.poll()
+        poller.register(self._fd, event)
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise CommTimeoutError(f"the host did not answer {op_name!r} within {timeout} s")
+
+    def _check(self) -> None:
+        if self.broken is not None:
+            raise ConnectionError(self.broken)
+
+    def forget(self, ref: int) -> None:
+        """The call gave up (timeout, cancellation): its answer, if it comes, is dropped."""
+        self._waiting.pop(ref, None)
+
+    def _end_batch(self) -> None:
+        self._batching = False
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._writer_on or not self._out or self.broken is not None:
+            return
+        try:
+            sent = self.sock.send(self._out)
+            del self._out[:sent]
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._close(f"the host closed this loop's lane ({exc})")
+            return
+        except BaseException:
+            # Interrupted (Ctrl+C lands on the main thread, which may run the loop) between
+            # the write and its bookkeeping: the stream is out of step. Drop the lane.
+            self._close("a write on this loop's lane was interrupted")
+            raise
+        if self._out:  # the socket is full: the loop writes the rest when it drains
+            self._writer_on = True
+            self.loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        self._writer_on = False
+        self.loop.remove_writer(self._fd)
+        self._flush()
+
+    def _readable(self) -> None:
+        try:
+            chunk = self.sock.recv(_READ)
+            if not chunk:
+                self._close("the host closed this loop's lane")
+                return
+            frames = self._decoder.feed(chunk)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._close(f"the host closed this loop's lane ({exc})")
+            return
+        except ProtocolError as exc:  # garbage: the stream cannot be trusted
+            self._close(f"the host sent garbage on this loop's lane ({exc})")
+            return
+        except BaseException:  # interrupted between the read and the decoding (see _flush)
+            self._close("a read on this loop's lane was interrupted")
+            raise
+        waiting = self._waiting
+        for frame in frames:
+            future = waiting.pop(frame.ref, None)
+            if future is not None and not future.done():
+                future.set_result((frame.kind, frame.payload))
+
+    def _close(self, reason: str) -> None:
+        self.broken = reason
+        self.close()
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError(reason))
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is None:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self._fd)
+            if self._writer_on:
+                self.loop.remove_writer(self._fd)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        on_close()
