@@ -332,6 +332,14 @@ def loop_lane_agent(name: str) -> None:
             except asyncio.CancelledError:
                 cancelled = True
             out.send(("cancel", cancelled, await shared_memory.async_get(key), shared_memory.get(key)))
+        elif op == "runs":  # a fresh loop per call (asyncio.run in a thread): lanes do not pile up
+            (key, n) = args
+
+            def runs() -> list[Any]:
+                return [asyncio.run(shared_memory.async_get(key)) for _ in range(n)]
+
+            values = await asyncio.to_thread(runs)
+            out.send(("runs", values, lane_count()))
         elif op == "block":  # the loop is blocked: another thread's calls and messages go on
             (key,) = args
             await shared_memory.async_get(key)  # the loop has its lane now

@@ -135,3 +135,17 @@ def test_a_blocked_loop_holds_up_neither_other_threads_calls_nor_channel_message
     to_child.send(("block", key))
     assert from_child.receive(timeout=30) == ("other", "from another thread")
     assert from_child.receive(timeout=30) == ("blocked", True)
+
+
+@pytest.mark.timeout(60)
+def test_a_fresh_loop_per_call_does_not_pile_up_lanes(host):
+    # asyncio.run() in a thread: every call on a new loop, each closed after it. A closed
+    # loop's lane is dropped when the next is made: no more than the cap, ever, and the
+    # calls keep working past it.
+    _, to_child, from_child = _loop_agent(host)
+    key = unique("k")
+    shared_memory.set(key, "v")
+    to_child.send(("runs", key, 80))  # more than the cap of 32 lanes
+    label, values, lanes = from_child.receive(timeout=45)
+    assert label == "runs" and values == ["v"] * 80
+    assert lanes <= 3, lanes  # the last loop's lane, the worker thread's, the dispatch loop's
