@@ -9,10 +9,10 @@ busy (or blocked by a callback) delays nothing but its own calls, which could
 not run anyway. Channel messages, credit and every other thread's calls stay on
 the main link and the thread lanes.
 
-Writes: the first request of a loop iteration is written at once (one call
-waiting alone goes out without delay); requests made later in the same
-iteration are queued and written together when it ends (``call_soon``), so a
-gather of 100 calls costs a few writes, not 100. The host answers every request
+Writes: a request made while none is in flight is written at once (one call
+waiting alone goes out without delay); requests made while others are in
+flight are queued and written together when the loop iteration ends
+(``call_soon``), so a gather of 100 calls costs a few writes, not 100. The host answers every request
 of a read in one write. Answers are matched by their ``ref``; one that comes
 after its call timed out or was cancelled is dropped, and the lane stays in step.
 Ordering: each request carries the fence of the main link, as a thread lane's.
@@ -50,7 +50,7 @@ class LoopLane:
         self._decoder = FrameDecoder(max_size)
         self._waiting: dict[int, asyncio.Future[tuple[Kind, bytes]]] = {}
         self._out = bytearray()  # what the socket has not taken yet
-        self._batching = False  # a request was written this iteration: queue the next ones
+        self._batching = False  # a flush is scheduled for the end of this loop iteration
         self._writer_on = False
         self._seq = 0
         self._on_close: Callable[[], None] | None = on_close
@@ -66,13 +66,15 @@ class LoopLane:
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         ref = (fence << 32) | seq
         future: asyncio.Future[tuple[Kind, bytes]] = self.loop.create_future()
+        idle = not self._waiting
         self._waiting[ref] = future
         self._out += header(Kind.REQUEST, op_name.encode(), len(payload), ref)
         self._out += payload
-        if not self._batching:
+        if idle:  # nothing in flight: the host is waiting, write now
+            self._flush()
+        elif not self._batching:  # calls in flight: this iteration's requests go out together
             self._batching = True
             self.loop.call_soon(self._end_batch)
-            self._flush()
         return ref, future
 
     def call(self, op_name: str, payload: bytes, fence: int, timeout: float) -> tuple[Kind, bytes]:
