@@ -354,3 +354,19 @@ def loop_lane_agent(name: str) -> None:
 
     out.send("ready")
     threading.Event().wait()
+
+
+def uvloop_calls(name: str, key: str) -> None:
+    """Async storage calls on a uvloop loop (NoneBot's servers run on one when it is installed)."""
+    import asyncio
+
+    import uvloop
+
+    async def main() -> tuple[Any, ...]:
+        one = await shared_memory.async_get(key)
+        many = await asyncio.gather(*(shared_memory.async_incr(f"{key}-n") for _ in range(200)))
+        await shared_memory.async_set(f"{key}-s", "set on uvloop")
+        return one, sorted(many) == list(range(1, 201)), shared_memory.get(f"{key}-s")
+
+    get_channel(f"{name}-active").send(uvloop.run(main()))
+    threading.Event().wait()
