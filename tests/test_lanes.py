@@ -153,7 +153,6 @@ def test_a_fresh_loop_per_call_does_not_pile_up_lanes(host):
 
 @pytest.mark.timeout(60)
 def test_async_calls_on_a_uvloop_loop_use_its_lane(host):
-    pytest.importorskip("uvloop")
     name, key = unique(), unique("k")
     host({name: (dt.uvloop_calls, (name, key))}, setup=lambda bot: shared_memory.set(key, "v"))
     assert get_channel(f"{name}-active").receive(timeout=30) == ("v", True, "set on uvloop")
