@@ -8,6 +8,7 @@ restarting it" and the next call could hang.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import psutil
@@ -95,7 +96,8 @@ def test_restart_of_a_crashed_child_waiting_for_its_backoff_restarts_it_once(hos
     old = ask(name, "pid")
     passive = get_channel(f"{name}-passive")
     passive.send(("exit", 3))
-    psutil.Process(old).wait(10)
+    with contextlib.suppress(psutil.NoSuchProcess):  # it may be gone and reaped already
+        psutil.Process(old).wait(10)
     child = bot.process_manager._children[name]
     assert child.exited.wait(10)
     bot.restart_process(name)
