@@ -253,9 +253,12 @@ def test_kill_9_of_the_host_every_child_exits_within_5_s():
         print(f"\nhost kill -9: children gone after {seconds} s")
         assert not alive, f"children outlived their host by 5 s: {alive}"
         host.finish(5)
-        # The deaf child's reader is stuck delivering, it never sees the end of the stream:
-        # it stopped because the parent's sentinel said the host is gone.
-        assert "stopping: the host process is gone" in "".join(host.out)
+        # Each child learns it from the end of its link or from its parent's sentinel,
+        # whichever comes first (with credit the deaf child's reader never waits, so it
+        # sees the end of the stream too; the sentinel is what is left for a child whose
+        # link says nothing). Under load either wins; both say why the child stopped.
+        out = "".join(host.out)
+        assert "stopping: the host process is gone" in out or "stopping: the host connection was lost" in out
         assert _group_left(host.proc.pid, timeout=5) == []  # multiprocessing's resource tracker too
     finally:
         host.kill_leftovers()
