@@ -99,12 +99,9 @@ class ChildLanes:
                 if not old.usable or old.loop is loop:
                     del self._loop_lanes[key]
                     old.close()
-            if self._closed or self._count >= MAX_LANES:
-                return None
-            ours = self._hand_over()
-            if ours is None:
-                return None
-            self._count += 1
+            ours = self._new_socket()
+        if ours is None:
+            return None
         lane = LoopLane(ours, loop, self._max_size, self._released)
         self._loop_lanes[id(loop)] = lane
         return lane
@@ -116,6 +113,17 @@ class ChildLanes:
         loop = _running_loop()
         lane = self._loop_lanes.get(id(loop)) if loop is not None else None
         return lane if lane is not None and lane.loop is loop and lane.usable else None
+
+    def _new_socket(self) -> socket.socket | None:
+        """A new lane's socket, its other end handed to the host, and counted; None after
+        close, at the cap, or if the host is gone."""
+        with self._lock:
+            if self._closed or self._count >= MAX_LANES:
+                return None
+            ours = self._hand_over()
+            if ours is not None:
+                self._count += 1
+            return ours
 
     def _hand_over(self) -> socket.socket | None:
         """A new socketpair whose other end went to the host (lock held); None if it could not."""
@@ -133,13 +141,9 @@ class ChildLanes:
         lane: _Lane | None = getattr(self._local, "lane", None)
         if lane is not None and lane.pid == os.getpid():
             return lane
-        with self._lock:
-            if self._closed or self._count >= MAX_LANES:
-                return None
-            ours = self._hand_over()
-            if ours is None:
-                return None
-            self._count += 1
+        ours = self._new_socket()
+        if ours is None:
+            return None
         lane = _Lane(ours, self._max_size, self._released)
         self._local.lane = lane
         return lane
