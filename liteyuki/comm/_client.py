@@ -15,7 +15,6 @@ from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
-from ._looplane import LoopLane
 from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
@@ -23,6 +22,7 @@ from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, reque
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
     import asyncio
 
+    from ._looplane import LoopLane
     from ._ops import Operation
 
 # Operations (``_ops``) are loaded by whoever makes one (storage, the registry calls), not
@@ -64,6 +64,13 @@ class _Waiter:
         if self.kind is Kind.FAILURE:
             raise loads(self.payload, what="error from the host")
         raise BrokenPeerError(self.payload.decode() or "the host connection was lost")
+
+
+def _lane_result(kind: Kind, raw: bytes) -> bytes | None:
+    """A lane's answer: the stored pickle (None for nothing), or the host's error raised here."""
+    if kind is Kind.RESULT:
+        return raw or None
+    raise loads(raw, what="error from the host")
 
 
 def _is_store_op(op: Operation) -> bool:
@@ -210,9 +217,7 @@ class ChildRuntime(RuntimeBase):
         ref = next(self._refs)
         self._pending[ref] = waiter
         try:
-            # [#11] Each value in op was bounded by max_message_size already; the fields around
-            # them get room (compare_and_set carries two values), so exactly the limit passes.
-            payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+            payload = self._request_payload(op)
             self.writer.put((header(Kind.REQUEST, type(op).__name__.encode(), len(payload), ref), payload))
         except BaseException:
             self._pending.pop(ref, None)
@@ -220,6 +225,14 @@ class ChildRuntime(RuntimeBase):
         if self._broken is not None and self._pending.pop(ref, None) is not None:
             raise BrokenPeerError(self._broken)
         return ref
+
+    def _request_payload(self, op: Operation) -> bytes:
+        # [#11] Each value in op was bounded by max_message_size already; the fields around
+        # them get room (compare_and_set carries two values), so exactly the limit passes.
+        return dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+
+    def _lane_lost(self, exc: ConnectionError) -> BrokenPeerError:
+        return BrokenPeerError(self._broken or f"the host connection was lost ({exc})")
 
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         backend = self.store_backend
@@ -229,7 +242,7 @@ class ChildRuntime(RuntimeBase):
         if lanes is not None:
             self._check_alive()
             limit = self.call_timeout if timeout is None else timeout
-            payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
+            payload = self._request_payload(op)
             try:
                 # On a loop that made async calls, after them on its lane; else this thread's lane.
                 lane = lanes.running_loop_lane()
@@ -238,12 +251,9 @@ class ChildRuntime(RuntimeBase):
                 else:
                     answer = lanes.call(type(op).__name__, payload, limit)
             except ConnectionError as exc:
-                raise BrokenPeerError(self._broken or f"the host connection was lost ({exc})") from exc
+                raise self._lane_lost(exc) from exc
             if answer is not None:
-                kind, raw = answer
-                if kind is Kind.RESULT:
-                    return raw or None
-                raise loads(raw, what="error from the host")
+                return _lane_result(*answer)
         waiter = _Waiter()
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
@@ -284,22 +294,18 @@ class ChildRuntime(RuntimeBase):
         """An async call on the loop's own lane: the loop reads the answer itself."""
         self._check_alive()
         limit = self.call_timeout if timeout is None else timeout
-        payload = dumps(tuple(op), request_limit(self.max_message_size), what=f"arguments of {op.method!r}")
-        ref, future = lane.request(type(op).__name__, payload, self.writer.frames)
+        ref, future = lane.request(type(op).__name__, self._request_payload(op), self.writer.frames)
         timer = loop.call_later(limit, settle, future, None)  # an answer settles with (kind, payload)
         try:
             answer = await future
         except ConnectionError as exc:
-            raise BrokenPeerError(self._broken or f"the host connection was lost ({exc})") from exc
+            raise self._lane_lost(exc) from exc
         finally:
             timer.cancel()
             lane.forget(ref)
         if answer is None:
             raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
-        kind, raw = answer
-        if kind is Kind.RESULT:
-            return raw or None
-        raise loads(raw, what="error from the host")
+        return _lane_result(*answer)
 
     # -- frames from the host ----------------------------------------------
     def _on_frames(self, frames: list[Frame]) -> None:

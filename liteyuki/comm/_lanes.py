@@ -22,18 +22,19 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._threads import QuietThread
 from ._errors import CommTimeoutError, ProtocolError
-from ._looplane import LoopLane
+from ._runtime_base import running_loop
 from ._wire import FrameDecoder, Kind, encode, header
 
 if TYPE_CHECKING:
     import asyncio
+
+    from ._looplane import LoopLane
 
 __all__ = ["MAX_LANES", "ChildLanes", "serve_handoff"]
 
@@ -102,6 +103,8 @@ class ChildLanes:
             ours = self._new_socket()
         if ours is None:
             return None
+        from ._looplane import LoopLane  # on the first async call: a sync-only child never loads it
+
         lane = LoopLane(ours, loop, self._max_size, self._released)
         self._loop_lanes[id(loop)] = lane
         return lane
@@ -110,7 +113,7 @@ class ChildLanes:
         """The lane of the loop running on this thread, if it has one."""
         if not self._loop_lanes:
             return None
-        loop = _running_loop()
+        loop = running_loop()
         lane = self._loop_lanes.get(id(loop)) if loop is not None else None
         return lane if lane is not None and lane.loop is loop and lane.usable else None
 
@@ -286,8 +289,3 @@ def _serve_lane(
     finally:
         sock.close()
         released()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    asyncio = sys.modules.get("asyncio")  # not imported: no loop runs (a plain child)
-    return asyncio._get_running_loop() if asyncio is not None else None

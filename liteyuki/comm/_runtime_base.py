@@ -9,19 +9,33 @@ from typing import TYPE_CHECKING, Any
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, loads
 
 if TYPE_CHECKING:  # the registry calls below load _ops when they run: a child that only sends never does
+    import asyncio
+
     from ._ops import Operation
 
-__all__ = ["DEFAULT_CALL_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "DEFAULT_WINDOW", "RuntimeBase", "on_event_loop"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "RuntimeBase",
+    "on_event_loop",
+    "running_loop",
+]
 
 DEFAULT_SEND_TIMEOUT = 10.0
 DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_WINDOW = 100_000  # messages per channel and sender that may wait in the host (pending_limit)
 
 
-def on_event_loop() -> bool:
-    """Is this thread running an event loop? (No asyncio imported yet: no loop runs anywhere.)"""
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any (no asyncio imported yet: no loop runs)."""
     asyncio = sys.modules.get("asyncio")
-    return asyncio is not None and asyncio._get_running_loop() is not None
+    return asyncio._get_running_loop() if asyncio is not None else None
+
+
+def on_event_loop() -> bool:
+    """Is this thread running an event loop?"""
+    return running_loop() is not None
 
 
 class RuntimeBase:
