@@ -9,11 +9,12 @@ host's modules (``LiteyukiBot``, plugin loading, the pydantic configuration).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
-
 from ._lazy import lazy_names
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
+    from typing import TypeVar
+
     from ._bot import LiteyukiBot as LiteyukiBot
     from ._bot import get_bot as get_bot
     from ._plugins import load_plugin as load_plugin
@@ -25,6 +26,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from ._status import async_status as async_status
     from ._status import status as status
     from .log import logger as logger
+
+    F = TypeVar("F")
 
 __all__ = [
     "ConfigError",
@@ -65,9 +68,6 @@ _LAZY = {
 
 
 __getattr__, __dir__ = lazy_names(globals(), _LAZY)
-
-
-F = TypeVar("F")
 
 
 def _get_bot() -> LiteyukiBot:

@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import log
 from ._threads import QuietThread
@@ -17,13 +16,17 @@ from .comm.lowlevel import dispatcher
 from .log import logger
 from .process._child import MAIN_GUARD_EXIT
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, TypeVar
 
     from ._lifespan import Lifespan
     from ._reload import Reload
     from ._status import Status
     from .process import ProcessManager
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 # The host's machinery (asyncio, pydantic for the configuration, the manager, the hub) is
 # imported when a bot is made, not with this module: spawn runs the main script again in
@@ -31,8 +34,6 @@ if TYPE_CHECKING:
 # of it into each child (measured: a plain child 37.6 MB instead of 17.0 MB).
 
 __all__ = ["LiteyukiBot", "get_bot"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _bot: LiteyukiBot | None = None
 _bot_lock = threading.Lock()  # guards _bot and every bot's _state

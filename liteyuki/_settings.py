@@ -9,7 +9,10 @@ plain child does not need). ``DEFAULTS`` must equal ``HostConfig().model_dump()`
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["DEFAULTS", "ConfigError", "UnknownSettingError", "get_config", "set_config"]
 

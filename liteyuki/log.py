@@ -22,9 +22,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from loguru import Logger, Message, Record
 
 __all__ = ["LEVEL_NAMES", "adopt_nonebot", "install", "logger", "set_forward"]
@@ -90,7 +92,7 @@ class _LazyLogger:
         return repr(_resolve())
 
 
-logger: Logger = cast("Logger", _LazyLogger())
+logger: Logger = _LazyLogger()  # type: ignore[assignment]  # a stand-in until first use
 _names = LEVEL_NAMES["zh-CN"]
 _level: str | int = "INFO"
 _language = "zh-CN"

@@ -20,6 +20,7 @@ HEAVY = (
     "inspect",
     "dataclasses",
     "logging",
+    "typing",  # ~1.8 ms of start-up: see liteyuki/_lean_typing.py
     "liteyuki._bot",
     "liteyuki._config",
     "liteyuki._plugins",

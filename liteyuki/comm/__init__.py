@@ -7,8 +7,6 @@ the host they are ``None``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _default  # noqa: F401  (registers how a process gets its runtime)
 from ._channel import Channel as Channel
 from ._channel import local_end
@@ -30,6 +28,10 @@ from ._registry import get_channel as get_channel
 from ._registry import get_channels as get_channels
 from ._registry import set_channel as set_channel
 from ._registry import set_channels as set_channels
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BrokenPeerError",

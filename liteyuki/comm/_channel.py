@@ -18,7 +18,6 @@ import threading
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ._context import current
 from ._dispatch import dispatcher
@@ -30,21 +29,26 @@ from ._errors import (
     SerializationError,
 )
 from ._loopcall import call_in_loop, settle
-from ._typecheck import matches
+from ._typecheck import is_type_var, matches
 from ._validate import check_bool, check_name, check_size, check_timeout, safe_repr, safe_str, type_name
 from ._wire import dumps, loads, too_large, unpicklable
 
 _pickle_dumps = pickle.dumps
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
     import asyncio
+    from typing import Any, Generic, TypeVar, overload
+
+    Callback = Callable[[Any], Any]
+    FilterFunc = Callable[[Any], bool | Awaitable[bool]]
+else:
+    from .._lean_typing import Generic, TypeVar
 
 __all__ = ["Channel", "forget_local_ends", "local_end", "local_end_names", "local_ends"]
 
 T = TypeVar("T")
-Callback = Callable[[Any], Any]
-FilterFunc = Callable[[Any], "bool | Awaitable[bool]"]
 
 DEFAULT_BUFFER_SIZE = 100_000
 MAX_BUFFER_SIZE = 1_000_000_000
@@ -111,7 +115,6 @@ class _EndState:
         "dropped",
         "generation",
         "hint",
-        "hint_conflict",
         "mode",
         "name",
         "scheduled",
@@ -124,7 +127,6 @@ class _EndState:
         self.name = name
         self.what = f"message on channel {name!r}"  # for errors; built once, not per send
         self.hint: Any = None
-        self.hint_conflict: str | None = None  # [#11] two element types for this name (see __orig_class__)
         self.type_check = True
         self.capacity = DEFAULT_BUFFER_SIZE
         self.cond = threading.Condition(threading.Lock())
@@ -334,10 +336,9 @@ class Channel(Generic[T]):
         if type_check is not None:
             state.type_check = type_check
 
-    # [#11] typing sets __orig_class__ after Channel[T](name) returned the (maybe existing)
-    # end: one element type per channel name per process, a clear error when two disagree.
-    # Python 3.10/3.11 let the error out of Channel[T](...); later versions swallow it, so
-    # there the conflict is kept and raised by every send.
+    # [#11] Channel[T](name) sets __orig_class__ on the (maybe existing) end it returned: one
+    # element type per channel name per process, a clear error when two disagree. The alias
+    # is ours (_lean_typing), so the error reaches the caller on every Python version.
     @property
     def __orig_class__(self) -> Any:
         return self.__dict__.get("_orig_class")
@@ -345,7 +346,7 @@ class Channel(Generic[T]):
     @__orig_class__.setter
     def __orig_class__(self, alias: Any) -> None:
         hint = (getattr(alias, "__args__", None) or (None,))[0]
-        if isinstance(hint, TypeVar):
+        if is_type_var(hint):
             return
         state = self._state
         if state.hint is not None and not _same_hint(state.hint, hint):
@@ -353,8 +354,6 @@ class Channel(Generic[T]):
                 f"channel {self.name!r} was created in this process as Channel[{_hint_name(state.hint)}] "
                 f"and again as Channel[{_hint_name(hint)}]: one element type per channel name"
             )
-            if _TYPING_SWALLOWS_ERRORS:
-                state.hint_conflict = message
             raise ChannelTypeError(message)
         self.__dict__["_orig_class"] = alias
         state.hint = hint
@@ -382,7 +381,7 @@ class Channel(Generic[T]):
             raise ChannelClosedError(f"channel {self.name!r} is closed")
         if timeout is not None:
             check_timeout(timeout)  # [#11]
-        if state.hint_conflict is not None or (state.type_check and state.hint is not None):
+        if state.type_check and state.hint is not None:
             self._check(data)
         runtime = current()
         # dumps() inlined: this is the hot path of every message a process sends.
@@ -400,7 +399,7 @@ class Channel(Generic[T]):
         if state.closed:
             raise ChannelClosedError(f"channel {self.name!r} is closed")
         check_timeout(timeout)  # [#11]
-        if state.hint_conflict is not None or (state.type_check and state.hint is not None):
+        if state.type_check and state.hint is not None:
             self._check(data)
         runtime = current()
         await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
@@ -410,8 +409,6 @@ class Channel(Generic[T]):
 
     def _check(self, data: Any) -> None:
         state = self._state
-        if state.hint_conflict is not None:
-            raise ChannelTypeError(state.hint_conflict)
         hint = state.hint
         if hint is None or not state.type_check:
             return
@@ -429,10 +426,12 @@ class Channel(Generic[T]):
             )
 
     # -- passive mode ----------------------------------------------------
-    @overload
-    def on_receive(self, filter_func: FilterFunc | None = None) -> Callable[[Callback], Callback]: ...
-    @overload
-    def on_receive(self, filter_func: Callback) -> Callable[[Callback], Callback]: ...
+    if TYPE_CHECKING:
+
+        @overload
+        def on_receive(self, filter_func: FilterFunc | None = None) -> Callable[[Callback], Callback]: ...
+        @overload
+        def on_receive(self, filter_func: Callback) -> Callable[[Callback], Callback]: ...
 
     def on_receive(self, filter_func: FilterFunc | None = None) -> Callable[[Callback], Callback]:
         """Decorator: call the function (sync or async) for each message its filter accepts.
@@ -626,28 +625,6 @@ def _safe_repr(value: Any) -> str:
 
 def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else safe_repr(hint)
-
-
-def _typing_swallows_errors() -> bool:
-    """[#11] Whether ``Alias[T](...)`` hides an error raised while setting ``__orig_class__``."""
-
-    class Probe(Generic[T]):
-        @property
-        def __orig_class__(self) -> Any:
-            return None
-
-        @__orig_class__.setter
-        def __orig_class__(self, alias: Any) -> None:
-            raise LookupError
-
-    try:
-        Probe[int]()
-    except LookupError:
-        return False
-    return True
-
-
-_TYPING_SWALLOWS_ERRORS = _typing_swallows_errors()
 
 
 def _same_hint(a: Any, b: Any) -> bool:

@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from .._threads import QuietThread
 from ..log import logger
@@ -59,7 +59,7 @@ from ._errors import (
     SerializationError,
 )
 from ._redis_conn import BACKOFF_FIRST, BACKOFF_MAX, Health, RedisSettings, import_redis, translate
-from ._typecheck import matches
+from ._typecheck import is_type_var, matches
 from ._validate import check_timeout
 from ._wire import dumps, loads
 
@@ -115,7 +115,7 @@ def _rebuild(name: str, hint: Any) -> Channel[Any]:
     return end
 
 
-class ClusterChannel(Channel[T], Generic[T]):
+class ClusterChannel(Channel[T]):
     """This process's end of a cluster channel (see the module docstring)."""
 
     def __init__(
@@ -130,7 +130,6 @@ class ClusterChannel(Channel[T], Generic[T]):
         self.name = name
         self._what = f"message on channel {name!r}"
         self._hint: Any = None
-        self._hint_conflict: str | None = None
         self._type_check = True
         self._batch = DEFAULT_BATCH
         self._settings = settings
@@ -191,7 +190,7 @@ class ClusterChannel(Channel[T], Generic[T]):
             raise self._failed(exc, f"send on {self.name!r}") from exc
         self._health.ok()
 
-    # typing sets __orig_class__ on what Channel[T](name, cluster=True) returned: the element type.
+    # Channel[T](name, cluster=True) sets __orig_class__ on the end it returned: the element type.
     @property
     def __orig_class__(self) -> Any:
         return self.__dict__.get("_orig_class")
@@ -199,14 +198,13 @@ class ClusterChannel(Channel[T], Generic[T]):
     @__orig_class__.setter
     def __orig_class__(self, alias: Any) -> None:
         hint = (getattr(alias, "__args__", None) or (None,))[0]
-        if isinstance(hint, TypeVar):
+        if is_type_var(hint):
             return
         if self._hint is not None and not _same_hint(self._hint, hint):
-            self._hint_conflict = (
+            raise ChannelTypeError(
                 f"channel {self.name!r} was created in this process as Channel[{_hint_name(self._hint)}] "
                 f"and again as Channel[{_hint_name(hint)}]: one element type per channel name"
             )
-            raise ChannelTypeError(self._hint_conflict)
         self.__dict__["_orig_class"] = alias
         self._hint = hint
 
@@ -214,8 +212,6 @@ class ClusterChannel(Channel[T], Generic[T]):
         return self._hint
 
     def _check(self, data: Any) -> None:
-        if self._hint_conflict is not None:
-            raise ChannelTypeError(self._hint_conflict)
         hint = self._hint
         if hint is None or not self._type_check:
             return

@@ -11,10 +11,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from ._loopcall import call_in_loop, settle
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
     import asyncio
 

@@ -13,12 +13,14 @@ the child's client.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from ._channel import local_end_names
 from ._context import set_default_factory
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._hub import Hub
 
 __all__ = ["CHILD_ENV", "CHILD_PID_ENV", "new_hub"]

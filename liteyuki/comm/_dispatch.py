@@ -21,13 +21,14 @@ from __future__ import annotations
 import threading
 import types
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
 
 from ..log import logger
 from ._loopcall import call_in_loop
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 __all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
 

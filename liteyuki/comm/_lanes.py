@@ -24,13 +24,13 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .._threads import QuietThread
 from ._errors import CommTimeoutError, ProtocolError
 from ._runtime_base import running_loop
 from ._wire import FrameDecoder, Kind, encode, header
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
 

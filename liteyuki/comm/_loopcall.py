@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # only for annotations: a process without a loop never imports asyncio
     import asyncio
+    from typing import Any
 
 __all__ = ["call_in_loop", "settle"]
 

@@ -20,7 +20,12 @@ them as they are and never needs the user's classes to hold them.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from .._lean_typing import NamedTuple
+
 
 __all__ = [
     "OPERATIONS",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._channel import Channel, local_end, local_ends
 from ._context import current
 from ._errors import ChannelNotFoundError
 from ._validate import check_name, type_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["get_channel", "get_channels", "set_channel", "set_channels"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, loads
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the registry calls below load _ops when they run: a child that only sends never does
     import asyncio
+    from typing import Any
 
     from ._ops import Operation
 

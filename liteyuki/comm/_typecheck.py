@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import collections.abc
+import sys
 import types
-import typing
-from typing import Any
+
+from .._lean_typing import TypeVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["matches"]
 
 
 def matches(value: Any, hint: Any) -> bool:
     """Whether ``value`` fits ``hint`` (classes, unions, Optional, Literal, list/tuple/dict/set)."""
-    if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
+    import typing  # on the first typed send: a plain child does not load typing (see _lean_typing)
+
+    if hint is typing.Any or hint is object or is_type_var(hint):
         return True
     if hint is None or hint is type(None):
         return value is None
@@ -35,8 +42,14 @@ def matches(value: Any, hint: Any) -> bool:
             return all(matches(v, args[0]) for v in value)
         return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args, strict=True))
     if issubclass(origin, collections.abc.Mapping):
-        key_hint, value_hint = args if len(args) == 2 else (Any, Any)
+        key_hint, value_hint = args if len(args) == 2 else (typing.Any, typing.Any)
         return all(matches(k, key_hint) and matches(v, value_hint) for k, v in value.items())
     if issubclass(origin, collections.abc.Iterable) and len(args) == 1:
         return all(matches(v, args[0]) for v in value)
     return True
+
+
+def is_type_var(hint: Any) -> bool:
+    """Whether ``hint`` is a type variable (``Channel[T]`` in generic code), ours or typing's."""
+    typing = sys.modules.get("typing")  # not loaded: no typing.TypeVar exists to compare with
+    return isinstance(hint, TypeVar) or (typing is not None and isinstance(hint, typing.TypeVar))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MAX_NAME_LENGTH",

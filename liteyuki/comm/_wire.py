@@ -11,10 +11,15 @@ from __future__ import annotations
 import enum
 import pickle
 import struct
-from typing import Any, NamedTuple
 
 from ._errors import MessageTooLargeError, ProtocolError, SerializationError
 from ._validate import safe_repr, safe_str, type_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from .._lean_typing import NamedTuple
 
 __all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "header", "loads"]
 

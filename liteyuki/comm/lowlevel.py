@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from .._lazy import lazy_names
 from ._channel import _park, forget_local_ends, local_end, local_ends
@@ -26,7 +25,10 @@ from ._loopcall import call_in_loop
 from ._runtime_base import RuntimeBase
 from ._validate import check_timeout
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
+    from typing import Any
+
     from ._backends import check_storage as check_storage
     from ._backends import storage_env as storage_env
     from ._client import ChildRuntime as ChildRuntime

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from ._context import current
 from ._dispatch import dispatcher
@@ -24,9 +23,13 @@ from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, 
 from ._validate import check_bool, check_name, check_number, check_timeout, check_ttl, safe_repr, type_name
 from ._wire import dumps, loads
 
-__all__ = ["KeyValueStore", "shared_memory"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
-F = TypeVar("F", bound=Callable[..., Any])
+    F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["KeyValueStore", "shared_memory"]
 _MISSING: Any = object()
 
 _subscribers_lock = threading.Lock()

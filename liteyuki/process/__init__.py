@@ -7,10 +7,9 @@ process manager or NoneBot's entry point with it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .._lazy import lazy_names
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
     from ._child import ChildSpec as ChildSpec
     from ._child import request_stop as request_stop

@@ -16,14 +16,13 @@ anything optional (the process title, stdin) is set up.
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.connection
 import os
+import select
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _settings, log
 from .._threads import QuietThread
@@ -31,8 +30,12 @@ from ..comm import lowlevel
 from ..comm.lowlevel import dispatcher
 from ..log import logger
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, NamedTuple
+else:
+    from .._lean_typing import NamedTuple
 
 __all__ = ["MAIN_GUARD_EXIT", "ChildSpec", "child_main", "request_stop"]
 
@@ -115,7 +118,11 @@ def _watch_parent() -> None:
         return
 
     def watch() -> None:
-        multiprocessing.connection.wait([sentinel])
+        # poll(), not multiprocessing.connection.wait(): that module costs a cold
+        # child ~3 ms of imports (tempfile, shutil, bz2, lzma, random) for one wait.
+        waiter = select.poll()
+        waiter.register(sentinel, select.POLLIN)
+        waiter.poll()  # the sentinel turns readable (EOF) when the host process ends
         request_stop("the host process is gone")
 
     QuietThread(target=watch, name="liteyuki-parent-watch", daemon=True).start()
