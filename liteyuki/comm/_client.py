@@ -144,15 +144,23 @@ class ChildRuntime(RuntimeBase):
         return credit
 
     def send(self, name: str, payload: bytes, timeout: float | None) -> None:
-        self._check_alive()
-        credit = self._credit(name)
+        # The hot path of every message a child sends: _check_alive, _credit and
+        # _put_message inlined (each call costs ~5 % here).
+        if self._broken is not None:
+            raise BrokenPeerError(self._broken)
+        credit = self._credits.get(name) or self._credit(name)
         if not credit.try_take():
             if on_event_loop():
                 raise self._full(name)
             if not credit.take(self.send_timeout if timeout is None else timeout):
                 self._check_alive()
                 raise self._full(name)
-        self._put_message(name, payload, credit)
+        head = self._heads.get(name) or self._head(name)
+        try:
+            self.writer.put(head.parts(payload))
+        except BaseException:
+            credit.give(1)
+            raise
 
     async def async_send(self, name: str, payload: bytes, timeout: float | None) -> None:
         self._check_alive()
@@ -162,10 +170,12 @@ class ChildRuntime(RuntimeBase):
             raise self._full(name)
         self._put_message(name, payload, credit)
 
+    def _head(self, name: str) -> MessageHead:
+        head = self._heads[name] = MessageHead(name.encode())
+        return head
+
     def _put_message(self, name: str, payload: bytes, credit: Credit) -> None:
-        head = self._heads.get(name)
-        if head is None:
-            head = self._heads[name] = MessageHead(name.encode())
+        head = self._heads.get(name) or self._head(name)
         try:
             self.writer.put(head.parts(payload))
         except BaseException:

@@ -23,19 +23,22 @@ __all__ = ["Credit"]
 class Credit:
     """``available`` units; ``take`` one, ``give`` any number back."""
 
-    __slots__ = ("_async_waiters", "_cond", "_sync_waiters", "available", "closed")
+    __slots__ = ("_async_waiters", "_cond", "_lock", "_sync_waiters", "available", "closed")
 
     def __init__(self, available: int) -> None:
         self.available = available
         self.closed = False
-        self._cond = threading.Condition(threading.Lock())
+        # ``with self._lock`` is ``with self._cond`` without Condition.__enter__'s Python frame
+        # (every message takes and gives credit).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._sync_waiters = 0
         # A list, not a deque: an empty deque holds a 0.5 KB block, and most channels never
         # have an async sender waiting (every route of the host has a Credit; row 7b).
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def try_take(self) -> bool:
-        with self._cond:
+        with self._lock:
             if self.available > 0:
                 self.available -= 1
                 return True
@@ -43,7 +46,7 @@ class Credit:
 
     def take(self, timeout: float) -> bool:
         """Take one unit, waiting up to ``timeout`` s; False if none came (or the gate closed)."""
-        with self._cond:
+        with self._lock:
             if self.available > 0:
                 self.available -= 1
                 return True
@@ -72,7 +75,7 @@ class Credit:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            with self._cond:
+            with self._lock:
                 if self.available > 0:
                     self.available -= 1
                     return True
@@ -94,7 +97,7 @@ class Credit:
 
     def give(self, n: int, wake: int = 0) -> None:
         """Add ``n`` units and wake as many waiters (``wake`` more: pass a wake-up on)."""
-        with self._cond:
+        with self._lock:
             self.available += n
             n += wake
             if n <= 0 or self.available <= 0 or not (self._sync_waiters or self._async_waiters):
@@ -111,7 +114,7 @@ class Credit:
 
     def close(self) -> None:
         """Wake every waiter; later takes fail unless units remain."""
-        with self._cond:
+        with self._lock:
             self.closed = True
             self._cond.notify_all()
             wake, self._async_waiters = self._async_waiters, []

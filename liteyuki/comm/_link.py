@@ -100,7 +100,8 @@ class Writer:
                 if (
                     now - self._since < MAX_AGE if waiting else now - self._last < WINDOW
                 ) and self._queued < _JOIN_BELOW:
-                    self._arm()
+                    if not self._armed:  # checked here too: most puts find it armed, and a call costs
+                        self._arm()
                     return
                 self._owner = token
             self._drain(token)
