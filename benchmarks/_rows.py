@@ -156,8 +156,8 @@ ROWS: tuple[Spec, ...] = (
         ours="asyncio.gather of 100 async_get",
         base="100 sequential sync get (same child)",
         limiter=(
-            "a Task, a future and a timer per call on the loop; the baseline got ~3x faster when sync calls "
-            "moved to their own lanes"
+            "a Task (made by gather) and a future per call, and two loop iterations per answer batch; the "
+            "baseline got ~3x faster when sync calls moved to their own lanes"
         ),
     ),
     Spec(

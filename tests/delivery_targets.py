@@ -340,6 +340,23 @@ def loop_lane_agent(name: str) -> None:
 
             values = await asyncio.to_thread(runs)
             out.send(("runs", values, lane_count()))
+        elif op == "timeouts":  # the host answers nothing: each call times out at its own deadline
+            (key, limits) = args
+            loop = asyncio.get_running_loop()
+
+            async def timed(limit: float) -> tuple[str, float, bool]:
+                start = loop.time()
+                try:
+                    await shared_memory.async_get(key, timeout=limit)
+                except CommTimeoutError as exc:
+                    elapsed = loop.time() - start
+                    return "timeout", limit, limit <= elapsed < limit + 2.0 and f"within {limit} s" in str(exc)
+                return "answered", limit, False
+
+            out.send(("timeouts", await asyncio.gather(*(timed(limit) for limit in limits))))
+        elif op == "get":
+            (key,) = args
+            out.send(("get", await shared_memory.async_get(key, timeout=10)))
         elif op == "block":  # the loop is blocked: another thread's calls and messages go on
             (key,) = args
             await shared_memory.async_get(key)  # the loop has its lane now

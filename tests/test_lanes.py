@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from liteyuki.comm import get_channel
+from liteyuki.comm import get_channel, lowlevel
 from liteyuki.comm.storage import shared_memory
 
 from . import delivery_targets as dt
@@ -123,6 +123,25 @@ def test_a_cancelled_async_call_leaves_the_loop_lane_in_step(host):
     shared_memory.set(key, 7)
     to_child.send(("cancel", key))
     assert from_child.receive(timeout=30) == ("cancel", True, 7, 7)
+
+
+@pytest.mark.timeout(60)
+def test_async_calls_on_a_loop_lane_time_out_each_at_its_own_deadline_and_the_lane_stays_in_step(host):
+    # The lane keeps one timer at the earliest deadline: a later call with a shorter timeout
+    # re-arms it earlier, and each call still fails at its own time. The host answers nothing
+    # while this test holds its store's lock; the late answers are dropped afterwards.
+    _, to_child, from_child = _loop_agent(host)
+    key = unique("k")
+    shared_memory.set(key, "late")
+    store = lowlevel.current().store
+    with store._lock:
+        to_child.send(("timeouts", key, [1.2, 0.3, 0.6]))
+        label, results = from_child.receive(timeout=30)
+    assert label == "timeouts"
+    assert results == [("timeout", 1.2, True), ("timeout", 0.3, True), ("timeout", 0.6, True)], results
+    shared_memory.set(key, "in step")
+    to_child.send(("get", key))
+    assert from_child.receive(timeout=30) == ("get", "in step")
 
 
 @pytest.mark.timeout(60)

@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # imported where used: a plain child that never awaits does n
     import asyncio
     from typing import Any
 
-    from ._looplane import LoopLane
     from ._ops import Operation
 
 # Operations (``_ops``) are loaded by whoever makes one (storage, the registry calls), not
@@ -281,8 +280,20 @@ class ChildRuntime(RuntimeBase):
         loop = asyncio.get_running_loop()
         lanes = self._lanes
         lane = lanes.loop_lane(loop) if lanes is not None else None
-        if lane is not None:
-            return await self._on_loop_lane(lane, loop, op, timeout)
+        if lane is not None:  # the loop's own lane: the loop reads the answer itself
+            self._check_alive()
+            limit = self.call_timeout if timeout is None else timeout
+            # The lane's one timer settles the future with None at the deadline (see _looplane).
+            ref, future = lane.request(type(op).__name__, self._request_payload(op), self.writer.frames, limit)
+            try:
+                answer = await future
+            except ConnectionError as exc:
+                raise self._lane_lost(exc) from exc
+            finally:
+                lane.forget(ref)
+            if answer is None:
+                raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
+            return _lane_result(*answer)
         waiter = _Waiter(loop)
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
@@ -297,25 +308,6 @@ class ChildRuntime(RuntimeBase):
         if answered is False:
             raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
         return waiter.outcome()
-
-    async def _on_loop_lane(
-        self, lane: LoopLane, loop: asyncio.AbstractEventLoop, op: Operation, timeout: float | None
-    ) -> bytes | None:
-        """An async call on the loop's own lane: the loop reads the answer itself."""
-        self._check_alive()
-        limit = self.call_timeout if timeout is None else timeout
-        ref, future = lane.request(type(op).__name__, self._request_payload(op), self.writer.frames)
-        timer = loop.call_later(limit, settle, future, None)  # an answer settles with (kind, payload)
-        try:
-            answer = await future
-        except ConnectionError as exc:
-            raise self._lane_lost(exc) from exc
-        finally:
-            timer.cancel()
-            lane.forget(ref)
-        if answer is None:
-            raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
-        return _lane_result(*answer)
 
     # -- frames from the host ----------------------------------------------
     def _on_frames(self, frames: list[Frame]) -> None:
