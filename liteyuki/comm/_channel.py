@@ -115,6 +115,7 @@ class _EndState:
         "dropped",
         "generation",
         "hint",
+        "lock",
         "mode",
         "name",
         "scheduled",
@@ -129,7 +130,9 @@ class _EndState:
         self.hint: Any = None
         self.type_check = True
         self.capacity = DEFAULT_BUFFER_SIZE
-        self.cond = threading.Condition(threading.Lock())
+        # ``with self.lock`` is ``with self.cond`` without Condition.__enter__'s Python frame.
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.buffer: collections.deque[bytes] = collections.deque()
         self.mode: str | None = None
         self.callbacks: list[tuple[Callback, FilterFunc | None]] = []
@@ -146,7 +149,7 @@ class _EndState:
     # -- called by the runtime -------------------------------------------
     def deliver(self, payloads: list[bytes]) -> None:
         """Take messages the runtime routed here (there is room: it had our credit)."""
-        with self.cond:
+        with self.lock:
             self.buffer.extend(payloads)
             if self.closed:
                 return  # kept for take_unconsumed(): the withdrawal hands them back
@@ -162,7 +165,7 @@ class _EndState:
 
     def take_unconsumed(self) -> list[bytes]:
         """Empty the buffer (the end withdrew): these go back to the channel."""
-        with self.cond:
+        with self.lock:
             rest = list(self.buffer)
             self.buffer.clear()
             return rest
@@ -182,7 +185,7 @@ class _EndState:
 
     def drain(self) -> None:
         """Passive mode, on the dispatch loop: run the callbacks for everything buffered."""
-        with self.cond:
+        with self.lock:
             self.scheduled = False
             if self.closed:
                 return  # what is buffered goes back to the channel
@@ -218,7 +221,7 @@ class _EndState:
 
     def shut(self) -> None:
         """Closed for good: stop callbacks, wake every receiver."""
-        with self.cond:
+        with self.lock:
             self.closed = True
             self.cond.notify_all()
             wake = _pop_waiters(self.async_waiters, len(self.async_waiters))
@@ -227,7 +230,7 @@ class _EndState:
 
     def release(self) -> None:
         """Wake every blocked receiver with ``ChannelClosedError`` (shutdown); the end stays usable."""
-        with self.cond:
+        with self.lock:
             self.generation += 1
             self.cond.notify_all()
             wake = _pop_waiters(self.async_waiters, len(self.async_waiters))
@@ -459,7 +462,7 @@ class Channel(Generic[T]):
         state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with state.cond:
+            with state.lock:
                 generation = state.generation
                 while not state.buffer:
                     if state.closed:
@@ -475,7 +478,8 @@ class Channel(Generic[T]):
                     state.cond.wait(remaining)
                 payload = state.buffer.popleft()
                 report = state._consumed(1)
-            state.report(report)
+            if report:
+                state.report(report)
             try:
                 return loads(payload, what=state.what)
             except SerializationError:
@@ -491,7 +495,7 @@ class Channel(Generic[T]):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            with state.cond:
+            with state.lock:
                 generation = state.generation
                 if state.buffer:
                     payload = state.buffer.popleft()
@@ -513,7 +517,7 @@ class Channel(Generic[T]):
             try:
                 await asyncio.wait_for(fut, remaining)
             except BaseException as exc:
-                with state.cond:
+                with state.lock:
                     woken = fut.done() and not fut.cancelled()
                     if not woken:
                         _discard_waiter(state.async_waiters, fut)
@@ -549,7 +553,7 @@ class Channel(Generic[T]):
         """
         state = self._state
         if state.mode != mode or callback is not None:
-            with state.cond:
+            with state.lock:
                 if state.closed:
                     raise ChannelClosedError(f"channel {self.name!r} is closed")
                 if state.mode is None:
@@ -582,13 +586,13 @@ class Channel(Generic[T]):
         the messages it held but had not consumed go back to the channel, to its other
         receiving ends (or to the next one to appear)."""
         state = self._state
-        with state.cond:
+        with state.lock:
             if state.closed:
                 return
             declared = state.declared
         state.shut()
         if declared:
-            with state.cond:
+            with state.lock:
                 consumed, state.unreported = state.unreported, 0
             current().withdraw(state, consumed)
 
