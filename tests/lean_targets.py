@@ -74,3 +74,15 @@ def passive(timeout: float) -> None:
 
     comm.active_channel.send("registered")
     threading.Event().wait(timeout)
+
+
+def stops_itself(timeout: float) -> None:
+    """Ask for its own stop (as a lost host or a stop request does), then report what is loaded."""
+    from liteyuki.process._child import request_stop
+
+    try:
+        request_stop("asked by the test")
+        threading.Event().wait(timeout)
+    except KeyboardInterrupt:
+        comm.active_channel.send({"stopped": True, "loaded": loaded()})
+        raise

@@ -123,6 +123,11 @@ def test_a_plain_child_loads_what_it_uses_passive_callbacks_async_calls_and_the_
 
 
 @pytest.mark.timeout(90)
+def test_a_plain_child_that_stops_does_not_load_loguru_for_a_debug_line() -> None:
+    assert run_host("stops_itself", ["recv"]) == [{"stopped": True, "loaded": []}]
+
+
+@pytest.mark.timeout(90)
 def test_a_callback_registered_at_import_time_runs_once_the_bootstrap_can_start_the_loop() -> None:
     assert run_host("target", ["recv", "ping"]) == ["registered", "echo ping"]
 
@@ -184,6 +189,24 @@ def test_the_logger_imports_loguru_on_first_use_and_keeps_our_format() -> None:
     assert lines[0] == "False True"
     assert lines[1].endswith(" [ℹ️INFO] first line"), lines
     assert lines[2:] == ["True"]
+
+
+@pytest.mark.timeout(60)
+def test_a_line_below_our_level_is_skipped_without_loading_loguru() -> None:
+    out = run_python(
+        """
+        import sys
+        from liteyuki import log
+        log.install("INFO", "en-US", colorize=False)
+        print(log.reaches("DEBUG"), log.reaches("WARNING"), "loguru" in sys.modules)
+        log.install("DEBUG", "en-US")
+        print(log.reaches("DEBUG"), log.reaches("TRACE"))
+        log.install("INFO", "en-US")
+        import loguru  # loaded: a handler of anyone's may want every level
+        print(log.reaches("TRACE"))
+        """
+    )
+    assert out.splitlines() == ["False True False", "True False", "True"]
 
 
 def test_child_settings_defaults_match_the_host_model() -> None:

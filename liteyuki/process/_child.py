@@ -91,7 +91,8 @@ def request_stop(reason: str, grace: float = _SELF_STOP_GRACE) -> None:
         if _stopping:
             return
         _stopping = True
-    logger.debug(f"stopping: {reason}")
+    if log.reaches("DEBUG"):
+        logger.debug(f"stopping: {reason}")
 
     def force() -> None:
         if not _exited.wait(grace):
