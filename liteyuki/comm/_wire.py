@@ -104,47 +104,75 @@ class FrameDecoder:
         self._max_size = request_limit(max_size) + _BODY.size + 65535
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        # Frames are parsed straight from the caller's data, each payload copied once out
+        # of a memoryview. What is kept between reads is only the frame that straddles
+        # them: the next read first completes that frame (copying its own bytes, not the
+        # whole read) and the rest of the read is parsed in place again.
         buf = self._buffer
-        # Parse straight from the caller's data when nothing is pending (the common
-        # case): only an incomplete tail is copied into our buffer, and each payload is
-        # copied once, out of a memoryview.
-        pending = bool(buf)
-        if pending:
-            buf += data
-            view = memoryview(buf)
-        else:
-            view = memoryview(data)
         frames: list[Frame] = []
-        pos = 0
+        view = memoryview(data)
         try:
-            end = len(view)
-            while end - pos >= 4:
-                (length,) = _LENGTH.unpack_from(view, pos)
-                if length < _BODY.size or length > self._max_size:
-                    raise ProtocolError(f"frame length {length} is out of range")
-                if end - pos - 4 < length:
-                    break
-                kind, ref, name_len = _BODY.unpack_from(view, pos + 4)
-                start = pos + 4 + _BODY.size
-                stop = pos + 4 + length
-                if start + name_len > stop:
-                    raise ProtocolError(f"frame name length {name_len} overruns the frame")
-                try:
-                    frame_kind = _KINDS[kind]
-                    name = str(view[start : start + name_len], "utf-8")
-                except KeyError:
-                    raise ProtocolError(f"unknown frame kind {kind}") from None
-                except UnicodeDecodeError as exc:
-                    raise ProtocolError("frame name is not UTF-8") from exc
-                frames.append(Frame(frame_kind, ref, name, view[start + name_len : stop].tobytes()))
-                pos = stop
-            if not pending and pos < end:
+            pos = self._complete(view, frames) if buf else 0
+            if buf:  # the straddling frame is still incomplete: all of data went into it
+                return frames
+            pos = self._parse(view, pos, frames)
+            if pos < len(view):
                 buf += view[pos:]
         finally:
             view.release()
-        if pending and pos:
-            del buf[:pos]
         return frames
+
+    def _complete(self, view: memoryview, frames: list[Frame]) -> int:
+        """Move bytes from the front of ``view`` into the buffer until its frame is whole,
+        then parse that frame; return how many bytes of ``view`` were used."""
+        buf = self._buffer
+        used = 0
+        if len(buf) < 4:
+            used = min(4 - len(buf), len(view))
+            buf += view[:used]
+            if len(buf) < 4:
+                return used
+        (length,) = _LENGTH.unpack_from(buf, 0)
+        self._check_length(length)
+        need = 4 + length - len(buf)
+        take = min(need, len(view) - used)
+        buf += view[used : used + take]
+        used += take
+        if take == need:
+            with memoryview(buf) as whole:
+                self._parse(whole, 0, frames)
+            buf.clear()
+        return used
+
+    def _check_length(self, length: int) -> None:
+        if length < _BODY.size or length > self._max_size:
+            raise ProtocolError(f"frame length {length} is out of range")
+
+    def _parse(self, view: memoryview, pos: int, frames: list[Frame]) -> int:
+        """Append every whole frame of ``view`` from ``pos`` on; return where the first
+        incomplete one starts."""
+        end = len(view)
+        while end - pos >= 4:
+            (length,) = _LENGTH.unpack_from(view, pos)
+            if length < _BODY.size or length > self._max_size:  # _check_length, inlined: per frame
+                raise ProtocolError(f"frame length {length} is out of range")
+            if end - pos - 4 < length:
+                break
+            kind, ref, name_len = _BODY.unpack_from(view, pos + 4)
+            start = pos + 4 + _BODY.size
+            stop = pos + 4 + length
+            if start + name_len > stop:
+                raise ProtocolError(f"frame name length {name_len} overruns the frame")
+            try:
+                frame_kind = _KINDS[kind]
+                name = str(view[start : start + name_len], "utf-8")
+            except KeyError:
+                raise ProtocolError(f"unknown frame kind {kind}") from None
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("frame name is not UTF-8") from exc
+            frames.append(Frame(frame_kind, ref, name, view[start + name_len : stop].tobytes()))
+            pos = stop
+        return pos
 
     @property
     def buffered(self) -> int:
