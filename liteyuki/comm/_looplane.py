@@ -133,10 +133,9 @@ class LoopLane:
 
     # -- timeouts: one timer per lane ----------------------------------------------
     def _expire_at(self, when: float, ref: int) -> None:
-        deadlines = self._deadlines
-        if len(deadlines) > 2 * len(self._waiting) + _HEAP_SLACK:
-            self._rebuild_deadlines()
-        heapq.heappush(deadlines, (when, ref))
+        if len(self._deadlines) > 2 * len(self._waiting) + _HEAP_SLACK:
+            self._rebuild_deadlines()  # a new list: read self._deadlines after it
+        heapq.heappush(self._deadlines, (when, ref))
         if self._timer is None or when < self._timer_at:
             self._arm_timer(when)
 
