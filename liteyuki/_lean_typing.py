@@ -6,7 +6,8 @@ import it at run time: type checkers read the real names, imported under
 ``if TYPE_CHECKING:`` (``TYPE_CHECKING = False`` defined in the module, an idiom
 mypy, pyright and ruff recognise), and these stand-ins build the same classes
 when the code runs. ``tests/test_lean_child.py`` checks that a plain child does
-not load ``typing`` and that these behave as ``typing``'s do for our classes.
+not load ``typing``; ``tests/test_lean_typing.py`` that these behave as
+``typing``'s do for our classes.
 """
 
 from __future__ import annotations
@@ -67,9 +68,25 @@ class _Alias(types.GenericAlias):
 
 
 class Generic:
-    """Makes ``Cls[X]`` an alias of ``Cls`` with argument ``X`` (see ``_Alias``)."""
+    """Makes ``Cls[X]`` an alias of ``Cls`` with its one type argument ``X`` (see ``_Alias``)."""
 
     __slots__ = ()
 
     def __class_getitem__(cls, params: Any) -> _Alias:
+        # As typing refuses them: a wrong number of arguments, or one that is no type.
+        if isinstance(params, tuple) and len(params) != 1:
+            raise TypeError(f"{cls.__name__}[...] takes one type argument, got {len(params)}")
+        param = params[0] if isinstance(params, tuple) else params
+        if not _is_type_like(param):
+            raise TypeError(f"{cls.__name__}[...] takes a type, got {param!r}")
         return _Alias(cls, params)
+
+
+def _is_type_like(param: Any) -> bool:
+    """A class, None, a forward reference (a string), a type variable, an alias
+    (``list[int]``, ``int | None``, ``Channel[int]``) or one of typing's forms."""
+    return (
+        param is None
+        or isinstance(param, (type, str, TypeVar, types.GenericAlias, types.UnionType))
+        or type(param).__module__ == "typing"
+    )

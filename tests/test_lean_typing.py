@@ -96,3 +96,13 @@ def test_type_variables_of_both_kinds_are_recognised() -> None:
     name = f"generic-{id(object())}"
     end = Channel[typing.TypeVar("V")](name)  # type: ignore[misc]  # Channel[T] in generic code: no element type
     assert end._element_type() is None
+
+
+def test_a_channel_alias_refuses_what_typing_refuses_and_takes_what_it_takes() -> None:
+    with pytest.raises(TypeError, match=r"^Channel\[\.\.\.\] takes a type, got 1$"):
+        Channel[1]  # type: ignore[valid-type]
+    with pytest.raises(TypeError, match=r"^Channel\[\.\.\.\] takes one type argument, got 2$"):
+        Channel[int, str]  # type: ignore[type-arg]
+    hints = [int, None, "Later", int | None, list[int], typing.Literal[1], typing.Union[int, str], typing.Any]  # noqa: UP007
+    for hint in hints:
+        assert typing.get_args(Channel[hint]) == (hint,)  # type: ignore[valid-type]
