@@ -50,7 +50,11 @@ class Writer:
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # flush() and senders waiting for room
+        # The backstop thread waits on its own condition: the notify that ends every write
+        # (for flush and room waiters) must not wake it for nothing, a GIL and futex round
+        # trip per write. It is woken when it is armed, handed the link, attached or closed.
+        self._wake = threading.Condition(self._lock)
         self._queue: list[bytes | memoryview] = []
         self._queued = 0
         self._writing = 0  # bytes the backstop took and is writing
@@ -113,7 +117,7 @@ class Writer:
         """Have the backstop write what is queued when the window closes (lock held)."""
         if not self._armed:
             self._ensure_backstop()
-            self._cond.notify_all()
+            self._wake.notify()
             self._armed = True  # last: an interrupt before it leaves nothing half-armed
 
     def _abandon(self, token: object) -> None:
@@ -133,7 +137,7 @@ class Writer:
         """The backstop owns the link from now on and writes what is queued (lock held)."""
         self._owner = _BACKSTOP
         self._ensure_backstop()
-        self._cond.notify_all()
+        self._wake.notify()
         self._backstop_wanted = True  # last (see _arm)
 
     def wait_for_room(self, timeout: float) -> None:
@@ -226,7 +230,7 @@ class Writer:
         while True:
             with self._lock:
                 while not self._backstop_wanted and not self._armed and not self._closed:
-                    self._cond.wait()
+                    self._wake.wait()
                 if self._closed:
                     return
                 if not self._backstop_wanted:  # armed: write when the window since the last write closes
@@ -292,7 +296,7 @@ class Writer:
             self._owner = _BACKSTOP
             self._backstop_wanted = True
             self._ensure_backstop()
-            self._cond.notify_all()
+            self._wake.notify()
 
     def detach(self) -> None:
         """Forget the connection and drop what was queued for it."""
@@ -309,6 +313,7 @@ class Writer:
             self._queue = []
             self._queued = 0
             self._cond.notify_all()
+            self._wake.notify()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued was handed to the socket (False on timeout)."""
