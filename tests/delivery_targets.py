@@ -387,3 +387,20 @@ def uvloop_calls(name: str, key: str) -> None:
 
     get_channel(f"{name}-active").send(uvloop.run(main()))
     threading.Event().wait()
+
+
+def loop_maker(name: str) -> None:
+    """Reports on which thread its dispatch loop was made: the first on_receive makes it."""
+    import asyncio
+
+    made_on: list[str] = []
+
+    class Recording(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            made_on.append(threading.current_thread().name)
+            return super().new_event_loop()
+
+    asyncio.set_event_loop_policy(Recording())
+    passive_channel.on_receive()(lambda message: None)
+    get_channel(f"{name}-active").send(("made on", made_on))
+    threading.Event().wait()

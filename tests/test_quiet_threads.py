@@ -50,3 +50,12 @@ def test_a_child_asleep_on_its_main_thread_stops_on_the_stop_request_not_on_sigt
     bot.process_manager.stop(name, grace=60)
     (status,) = [s for s in bot.process_manager.status() if s.name == name]
     assert (status.state, status.last_exit_code) == ("stopped", 0), status
+
+
+@pytest.mark.timeout(60)
+def test_a_plain_childs_dispatch_loop_is_made_on_its_own_thread_where_ctrl_c_cannot_cut_it_in_half(host):
+    # Made on the main thread (the caller of the first on_receive), a Ctrl+C in the middle of
+    # BaseEventLoop.__init__ left a half-made loop whose destructor printed a traceback.
+    name = unique()
+    host({name: (dt.loop_maker, (name,))})
+    assert get_channel(f"{name}-active").receive(timeout=30) == ("made on", ["liteyuki-dispatch"])

@@ -45,6 +45,8 @@ MAIN_GUARD_EXIT = 78
 
 # After a stop request (or the host's death) a child gets this long before it is forced out.
 _SELF_STOP_GRACE = 3.0
+# How long the first callback or async call waits for its dispatch loop to be made.
+_LOOP_START = 30.0
 
 
 class ChildSpec(NamedTuple):
@@ -148,17 +150,23 @@ def _start_dispatch_thread() -> asyncio.AbstractEventLoop:
     """
     import asyncio
 
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
+    made: list[asyncio.AbstractEventLoop] = []
+    created = threading.Event()
 
     def run() -> None:
+        # Made here, where SIGINT is blocked: the caller is often the main thread, and a
+        # Ctrl+C in the middle of BaseEventLoop.__init__ leaves a half-made loop whose
+        # destructor prints a traceback (seen once in CI, in test_ctrl_c_stops_everything_cleanly).
+        loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
+        made.append(loop)
+        created.set()
         loop.run_forever()
 
     QuietThread(target=run, name="liteyuki-dispatch", daemon=True).start()
-    ready.wait(5)
-    return loop
+    if not created.wait(_LOOP_START):
+        raise RuntimeError(f"the dispatch loop was not made within {_LOOP_START} s")
+    return made[0]
 
 
 async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
