@@ -143,8 +143,9 @@ class ChildRuntime(RuntimeBase):
         return credit
 
     def send(self, name: str, payload: bytes, timeout: float | None) -> None:
-        # The hot path of every message a child sends: _check_alive, _credit and
-        # _put_message inlined (each call costs ~5 % here).
+        # The hot path of every message a child sends: _check_alive and the lookup of
+        # _credit inlined. (Inlining _put_message too measured the same: 1.54-1.76 vs
+        # 1.50-1.70 us per message, /work/prof/csend_prof.py, 4 runs each.)
         if self._broken is not None:
             raise BrokenPeerError(self._broken)
         credit = self._credits.get(name) or self._credit(name)
@@ -154,12 +155,7 @@ class ChildRuntime(RuntimeBase):
             if not credit.take(self.send_timeout if timeout is None else timeout):
                 self._check_alive()
                 raise self._full(name)
-        head = self._heads.get(name) or self._head(name)
-        try:
-            self.writer.put(head.parts(payload))
-        except BaseException:
-            credit.give(1)
-            raise
+        self._put_message(name, payload, credit)
 
     async def async_send(self, name: str, payload: bytes, timeout: float | None) -> None:
         self._check_alive()
