@@ -15,7 +15,7 @@ from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
-from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, request_limit
+from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, pack_length, request_limit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
@@ -171,8 +171,9 @@ class ChildRuntime(RuntimeBase):
 
     def _put_message(self, name: str, payload: bytes, credit: Credit) -> None:
         head = self._heads.get(name) or self._head(name)
+        n = len(payload)
         try:
-            self.writer.put(head.parts(payload))
+            self.writer.put((pack_length(head.base + n), head.tail, payload), head.overhead + n)  # see MessageHead
         except BaseException:
             credit.give(1)
             raise

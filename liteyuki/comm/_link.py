@@ -77,15 +77,19 @@ class Writer:
         self.stalled = False  # a wait for room timed out: the peer is not reading (see wait_for_room)
 
     # -- producers -------------------------------------------------------
-    def put(self, parts: tuple[bytes, ...] | list[bytes], *, wait: float | None = 0.0, what: str = "") -> None:
+    def put(
+        self, parts: tuple[bytes, ...] | list[bytes], size: int = -1, *, wait: float | None = 0.0, what: str = ""
+    ) -> None:
         """Queue one frame (its parts in order) and write it now if the link is idle.
 
-        Never blocks on the socket. With ``wait`` > 0, a caller finding more than
-        the high-water mark queued waits up to ``wait`` s for room (``None``: as
-        long as it takes), then raises ``ChannelFullError`` with nothing queued.
+        ``size`` is the frame's length in bytes, when the caller knows it (else it is
+        summed here). Never blocks on the socket. With ``wait`` > 0, a caller finding
+        more than the high-water mark queued waits up to ``wait`` s for room (``None``:
+        as long as it takes), then raises ``ChannelFullError`` with nothing queued.
         """
-        size = sum(map(len, parts))
-        token = object()
+        if size < 0:
+            size = sum(map(len, parts))
+        token = None  # made only when this put takes the link: most puts just queue
         try:
             with self._lock:
                 if self._closed:
@@ -107,7 +111,7 @@ class Writer:
                     if not self._armed:  # checked here too: most puts find it armed, and a call costs
                         self._arm()
                     return
-                self._owner = token
+                token = self._owner = object()
             self._drain(token)
         except BaseException:
             self._abandon(token)
@@ -120,14 +124,14 @@ class Writer:
             self._wake.notify()
             self._armed = True  # last: an interrupt before it leaves nothing half-armed
 
-    def _abandon(self, token: object) -> None:
+    def _abandon(self, token: object | None) -> None:
         """An exception (Ctrl+C on the main thread) cut a put short: no frame may be stranded.
 
         If the link is still ours, what our write had not sent goes back to the queue
         and the backstop takes the link over; anything queued gets written.
         """
         with self._lock:
-            if self._owner is token:
+            if token is not None and self._owner is token:
                 self._put_back_inflight()
                 self._hand_to_backstop()
             elif self._queue and self._owner is None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     from .._lean_typing import NamedTuple
 
-__all__ = ["Frame", "FrameDecoder", "Kind", "dumps", "encode", "header", "loads"]
+__all__ = ["Frame", "FrameDecoder", "Kind", "MessageHead", "dumps", "encode", "header", "loads", "pack_length"]
 
 _LENGTH = struct.Struct("!I")
 _HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
@@ -77,18 +77,28 @@ def header(kind: Kind, raw_name: bytes, payload_size: int, ref: int = 0) -> byte
     return _HEADER.pack(_BODY.size + len(raw_name) + payload_size, kind, ref, len(raw_name)) + raw_name
 
 
+pack_length = _LENGTH.pack  # a frame's length prefix (MessageHead's hot-path users pack it inline)
+
+
 class MessageHead:
     """The head of every MESSAGE frame on one channel, built once: per message only the
-    length prefix is packed (``parts`` gives the frame as three buffers, no join)."""
+    length prefix is packed (``parts`` gives the frame as three buffers, no join).
 
-    __slots__ = ("_base", "_tail")
+    The hottest senders build the parts inline, as
+    ``(pack_length(head.base + n), head.tail, payload)`` of ``head.overhead + n`` bytes,
+    and hand the writer that size: a method call and a ``sum(map(len, ...))`` saved per
+    message (~0.2 us of the ~2 us a host send costs).
+    """
+
+    __slots__ = ("base", "overhead", "tail")
 
     def __init__(self, raw_name: bytes) -> None:
-        self._base = _BODY.size + len(raw_name)
-        self._tail = _BODY.pack(Kind.MESSAGE, 0, len(raw_name)) + raw_name
+        self.base = _BODY.size + len(raw_name)  # the length prefix counts this plus the payload
+        self.overhead = _LENGTH.size + self.base  # bytes of a frame besides its payload
+        self.tail = _BODY.pack(Kind.MESSAGE, 0, len(raw_name)) + raw_name
 
     def parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
-        return (_LENGTH.pack(self._base + len(payload)), self._tail, payload)
+        return (_LENGTH.pack(self.base + len(payload)), self.tail, payload)
 
 
 class FrameDecoder:
