@@ -458,12 +458,15 @@ class Channel(Generic[T]):
     def receive(self, timeout: float | None = None) -> T:
         """Block until a message arrives (any thread); ``CommTimeoutError`` after ``timeout`` s."""
         check_timeout(timeout)  # [#11]
-        self._claim(_ACTIVE)
         state = self._state
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if state.mode != _ACTIVE or not state.declared:
+            self._claim(_ACTIVE)
+        deadline = None  # taken when a wait starts: a message already here needs no clock
         while True:
             with state.lock:
                 generation = state.generation
+                if not state.buffer and deadline is None and timeout is not None:
+                    deadline = time.monotonic() + timeout
                 while not state.buffer:
                     if state.closed:
                         raise ChannelClosedError(f"channel {self.name!r} is closed")
