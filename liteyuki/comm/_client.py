@@ -13,9 +13,8 @@ from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
 from ._lanes import ChildLanes
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
-from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
-from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, pack_length, request_limit
+from ._wire import Kind, MessageHead, Run, dumps, encode, header, loads, pack_length, request_limit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # imported where used: a plain child that never awaits does not load asyncio
@@ -307,8 +306,8 @@ class ChildRuntime(RuntimeBase):
         return waiter.outcome()
 
     # -- frames from the host ----------------------------------------------
-    def _on_frames(self, frames: list[Frame]) -> None:
-        for frame, payloads in message_runs(frames):
+    def _on_frames(self, runs: list[Run], count: int) -> None:
+        for frame, payloads in runs:
             kind = frame.kind
             if payloads is not None:
                 sink = self._sinks.get(frame.name)

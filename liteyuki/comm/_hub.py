@@ -34,10 +34,9 @@ from ._errors import BrokenPeerError, ChannelFullError, MessageTooLargeError, Pr
 from ._lanes import serve_handoff
 from ._link import HIGH_WATER, Reader, Writer, close_socket
 from ._ops import OPERATIONS, STORE_OPERATIONS, ChannelExists, ChannelNames, Operation, RegisterChannel, fields_of
-from ._runs import message_runs
 from ._runtime_base import RuntimeBase, on_event_loop
 from ._store import MemoryStore
-from ._wire import Frame, Kind, MessageHead, dumps, encode, header, loads, pack_length
+from ._wire import Frame, Kind, MessageHead, Run, dumps, encode, header, loads, pack_length
 
 __all__ = ["HOST", "Hub"]
 
@@ -459,7 +458,7 @@ class Hub(RuntimeBase):
             peer.reader = Reader(
                 sock,
                 name,
-                lambda frames: self._on_frames(peer, generation, frames),
+                lambda runs, count: self._on_frames(peer, generation, runs, count),
                 lambda error: self._lost(peer, generation, error),
                 self.max_message_size,  # [#11] the decoder adds a request's and a frame's own room
             )
@@ -538,19 +537,19 @@ class Hub(RuntimeBase):
         if peer.generation == generation:
             self.on_peer_lost(peer.name, error)
 
-    def _on_frames(self, peer: _Peer, generation: int, frames: list[Frame]) -> None:
+    def _on_frames(self, peer: _Peer, generation: int, runs: list[Run], count: int) -> None:
         if peer.generation != generation:
             return
         try:
-            self._handle_frames(peer, frames)
+            self._handle_frames(peer, runs)
         finally:
-            peer.frames_read += len(frames)
+            peer.frames_read += count
             if peer.fence_waiters:
                 with peer.fence:
                     peer.fence.notify_all()
 
-    def _handle_frames(self, peer: _Peer, frames: list[Frame]) -> None:
-        for frame, payloads in message_runs(frames):
+    def _handle_frames(self, peer: _Peer, runs: list[Run]) -> None:
+        for frame, payloads in runs:
             kind = frame.kind
             if payloads is not None:
                 self._from_peer(peer, frame.name, payloads)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from .._threads import QuietThread
 from ._errors import BrokenPeerError, ChannelFullError, ProtocolError
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Run
 
 __all__ = ["Reader", "Writer", "new_socketpair"]
 
@@ -396,7 +396,8 @@ def _unwritten(bufs: list[bytes | memoryview], written: int) -> list[bytes | mem
 class Reader:
     """A daemon thread that reads frames from ``sock`` and hands them to ``on_frames``.
 
-    ``on_frames`` must never block (credits guarantee there is room for every
+    ``on_frames(runs, count)`` gets each read's frames as runs (``_wire.Run``) and how
+    many frames they are; it must never block (credits guarantee there is room for every
     message). ``on_closed`` gets ``None`` on a clean EOF, or the exception that
     broke the stream (``ProtocolError`` for garbage, ``OSError`` for a dead socket).
     """
@@ -405,7 +406,7 @@ class Reader:
         self,
         sock: socket.socket,
         peer: str,
-        on_frames: Callable[[list[Frame]], None],
+        on_frames: Callable[[list[Run], int], None],
         on_closed: Callable[[BaseException | None], None],
         max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
@@ -437,9 +438,9 @@ class Reader:
                 n = self._sock.recv_into(view)
                 if n == 0:
                     break
-                frames = self._decoder.feed(view[:n])
-                if frames and not self._stopping:
-                    self._on_frames(frames)
+                runs, count = self._decoder.feed_runs(chunk, n)
+                if runs and not self._stopping:
+                    self._on_frames(runs, count)
         except (OSError, ProtocolError) as exc:
             error = exc
         except BaseException as exc:  # a handler bug must still close the link

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     from .._lean_typing import NamedTuple
 
-__all__ = ["Frame", "FrameDecoder", "Kind", "MessageHead", "dumps", "encode", "header", "loads", "pack_length"]
+__all__ = ["Frame", "FrameDecoder", "Kind", "MessageHead", "Run", "dumps", "encode", "header", "loads", "pack_length"]
 
 _LENGTH = struct.Struct("!I")
 _HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
@@ -101,6 +101,11 @@ class MessageHead:
         return (_LENGTH.pack(self.base + len(payload)), self.tail, payload)
 
 
+Run = tuple[Frame, "list[bytes] | None"]
+"""One item of a decoded read: a frame and None, or the first of a run of MESSAGE frames
+on one channel with the payloads of the whole run (delivered or routed in one go)."""
+
+
 class FrameDecoder:
     """Incremental decoder: feed bytes, get complete frames.
 
@@ -114,85 +119,122 @@ class FrameDecoder:
         self._max_size = request_limit(max_size) + _BODY.size + 65535
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        # Frames are parsed straight from the caller's data, each payload copied once out
+        """Every frame that ``data`` completes, in order."""
+        raw = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        runs, _ = self.feed_runs(raw, len(raw))
+        frames: list[Frame] = []
+        for frame, payloads in runs:
+            frames.append(frame)
+            if payloads is not None:
+                frames.extend(Frame(frame.kind, frame.ref, frame.name, p) for p in payloads[1:])
+        return frames
+
+    def feed_runs(self, raw: bytes | bytearray, n: int) -> tuple[list[Run], int]:
+        """The frames that the first ``n`` bytes of ``raw`` complete, as runs (see ``Run``),
+        and how many frames they are. The readers' path: no Frame per message of a run."""
+        # Frames are parsed straight from the caller's buffer, each payload copied once out
         # of a memoryview. What is kept between reads is only the frame that straddles
         # them: the next read first completes that frame (copying its own bytes, not the
         # whole read) and the rest of the read is parsed in place again.
         buf = self._buffer
-        frames: list[Frame] = []
-        view = memoryview(data)
-        try:
-            pos = self._complete(view, frames) if buf else 0
-            if buf:  # the straddling frame is still incomplete: all of data went into it
-                return frames
-            pos = self._parse(view, pos, frames)
-            if pos < len(view):
-                buf += view[pos:]
-        finally:
-            view.release()
-        return frames
+        runs: list[Run] = []
+        with memoryview(raw) as view:
+            count = 0
+            pos = 0
+            if buf:
+                pos, count = self._complete(view, n, runs)
+                if buf:  # the straddling frame is still incomplete: all of the read went into it
+                    return runs, count
+            pos, parsed = self._parse(raw, view, pos, n, runs)
+            if pos < n:
+                buf += view[pos:n]
+        return runs, count + parsed
 
-    def _complete(self, view: memoryview, frames: list[Frame]) -> int:
-        """Move bytes from the front of ``view`` into the buffer until its frame is whole,
-        then parse that frame; return how many bytes of ``view`` were used."""
+    def _complete(self, view: memoryview, n: int, runs: list[Run]) -> tuple[int, int]:
+        """Move bytes from the front of ``view`` (``n`` long) into the buffer until its frame is
+        whole, then parse that frame; return how many bytes of ``view`` were used, and frames."""
         buf = self._buffer
         used = 0
         if len(buf) < 4:
-            used = min(4 - len(buf), len(view))
+            used = min(4 - len(buf), n)
             buf += view[:used]
             if len(buf) < 4:
-                return used
+                return used, 0
         (length,) = _LENGTH.unpack_from(buf, 0)
         self._check_length(length)
         need = 4 + length - len(buf)
-        take = min(need, len(view) - used)
+        take = min(need, n - used)
         buf += view[used : used + take]
         used += take
-        if take == need:
-            with memoryview(buf) as whole:
-                self._parse(whole, 0, frames)
-            buf.clear()
-        return used
+        if take != need:
+            return used, 0
+        with memoryview(buf) as whole:
+            _, count = self._parse(buf, whole, 0, len(buf), runs)
+        buf.clear()
+        return used, count
 
     def _check_length(self, length: int) -> None:
         if length < _BODY.size or length > self._max_size:
             raise ProtocolError(f"frame length {length} is out of range")
 
-    def _parse(self, view: memoryview, pos: int, frames: list[Frame]) -> int:
-        """Append every whole frame of ``view`` from ``pos`` on; return where the first
-        incomplete one starts."""
+    def _parse(self, raw: bytes | bytearray, view: memoryview, pos: int, end: int, runs: list[Run]) -> tuple[int, int]:
+        """Append every whole frame of ``raw[pos:end]`` (``view`` is a memoryview of ``raw``);
+        return where the first incomplete one starts, and how many frames were whole."""
         # The hot loop of every reader: names bound once, the whole header read in one
-        # unpack when it is there, frames made as tuples (~0.87 -> ~0.71 us per small frame).
-        end = len(view)
+        # unpack, frames made as tuples. A run of messages on one channel is read faster
+        # still: each carries the same bytes between its length and its payload (kind, ref,
+        # name), so after the first only its length is read and those bytes compared
+        # (~0.7 -> ~0.35 us per frame, and no Frame and no second pass to group the run).
         max_size = self._max_size
         unpack_header = _HEADER.unpack_from
+        unpack_length = _LENGTH.unpack_from
+        startswith = raw.startswith
         kinds = _KINDS
-        append = frames.append
+        append = runs.append
         new_tuple = tuple.__new__
         body_size = _BODY.size
+        message = Kind.MESSAGE
+        count = 0
         while end - pos >= HEADER_SIZE:
-            length, kind, ref, name_len = unpack_header(view, pos)
+            length, kind, ref, name_len = unpack_header(raw, pos)
             if length < body_size or length > max_size:
                 raise ProtocolError(f"frame length {length} is out of range")
             stop = pos + 4 + length
             if stop > end:
-                return pos
+                return pos, count
             start = pos + HEADER_SIZE
             name_end = start + name_len
             if name_end > stop:
                 raise ProtocolError(f"frame name length {name_len} overruns the frame")
             try:
                 frame = (kinds[kind], ref, str(view[start:name_end], "utf-8"), view[name_end:stop].tobytes())
-                append(new_tuple(Frame, frame))  # Frame(*frame) without its __new__'s Python frame
             except KeyError:
                 raise ProtocolError(f"unknown frame kind {kind}") from None
             except UnicodeDecodeError as exc:
                 raise ProtocolError("frame name is not UTF-8") from exc
+            count += 1
+            if frame[0] is not message:
+                append((new_tuple(Frame, frame), None))  # Frame(*frame) without its __new__'s Python frame
+                pos = stop
+                continue
+            payloads = [frame[3]]
+            append((new_tuple(Frame, frame), payloads))
+            tail = raw[pos + 4 : name_end]  # kind, ref, name: the run's own bytes
+            skip = name_end - pos  # bytes before a payload of the run
+            more = payloads.append
             pos = stop
+            while startswith(tail, pos + 4, end):
+                (length,) = unpack_length(raw, pos)
+                stop = pos + 4 + length
+                if length < skip - 4 or length > max_size or stop > end:
+                    break  # the general path above checks it, or waits for the rest
+                more(view[pos + skip : stop].tobytes())
+                pos = stop
+                count += 1
         if end - pos >= 4:  # a header cut short: check the length it starts with now
-            (length,) = _LENGTH.unpack_from(view, pos)
+            (length,) = _LENGTH.unpack_from(raw, pos)
             self._check_length(length)
-        return pos
+        return pos, count
 
     @property
     def buffered(self) -> int:

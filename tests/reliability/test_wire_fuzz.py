@@ -109,3 +109,69 @@ def test_a_length_above_the_maximum_is_refused_before_anything_is_buffered():
     assert decoder.feed(struct.pack("!I", limit)) == []  # in range: waits for the rest
     with pytest.raises(ProtocolError, match=rf"^frame length {limit + 1} is out of range$"):
         FrameDecoder(max_size=1000).feed(struct.pack("!I", limit + 1))
+
+
+# -- runs of messages: after the first frame of a run only lengths are read ------------------
+run_frames = st.builds(
+    Frame,
+    kind=st.sampled_from([Kind.MESSAGE, Kind.MESSAGE, Kind.MESSAGE, Kind.PUBLISH]),
+    ref=st.sampled_from([0, 0, 1]),
+    name=st.sampled_from(["a", "a", "ab", "b", ""]),
+    payload=st.binary(max_size=40),
+)
+
+
+def _feed_runs_as_a_reader(decoder: FrameDecoder, chunks: list[bytes], stale: bytes) -> tuple[list[Frame], int]:
+    """Feed like Reader: one reused buffer, each read at its front and stale bytes behind it."""
+    size = max((len(c) for c in chunks), default=0) + len(stale)
+    chunk = bytearray(size)
+    out: list[Frame] = []
+    counted = 0
+    for data in chunks:
+        chunk[: len(data)] = data
+        chunk[len(data) : len(data) + len(stale)] = stale  # what an earlier read left there
+        runs, count = decoder.feed_runs(chunk, len(data))
+        counted += count
+        for first, payloads in runs:
+            if payloads is None:
+                out.append(first)
+                continue
+            assert first.kind is Kind.MESSAGE and payloads[0] == first.payload
+            out += [Frame(first.kind, first.ref, first.name, p) for p in payloads]
+    return out, counted
+
+
+@settings(max_examples=300, deadline=None)
+@given(sent=st.lists(run_frames, max_size=30), data=st.data())
+def test_runs_of_messages_round_trip_split_anywhere_with_stale_bytes_behind_each_read(sent, data):
+    stream = b"".join(map(_encode, sent))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=20))
+    # Stale bytes that look like the next message of a run: a reader must stop at the read's end.
+    stale = data.draw(st.sampled_from([b"", stream[:64], _encode(Frame(Kind.MESSAGE, 0, "a", b"stale")) * 3]))
+    decoder = FrameDecoder()
+    got, count = _feed_runs_as_a_reader(decoder, _split(stream, cuts), stale)
+    assert got == sent
+    assert count == len(sent)
+    assert decoder.buffered == 0
+    # The frames of one run share kind MESSAGE, name and ref; a run ends where any of them changes.
+    runs, _ = FrameDecoder().feed_runs(stream, len(stream))
+    for first, payloads in runs:
+        assert payloads is None or first.kind is Kind.MESSAGE
+    assert len(runs) == sum(
+        1 for i, f in enumerate(sent) if i == 0 or f.kind is not Kind.MESSAGE or sent[i - 1][:3] != f[:3]
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "error"),
+    [
+        (3, "frame length 3 is out of range"),
+        (11, "frame name length 1 overruns the frame"),  # shorter than its own header and name
+        (2**32 - 1, "frame length 4294967295 is out of range"),
+    ],
+)
+def test_a_bad_length_inside_a_run_of_messages_is_refused(length, error):
+    message = _encode(Frame(Kind.MESSAGE, 0, "a", b"payload"))
+    bad = struct.pack("!I", length) + message[4:]  # the run's own bytes after a bad length
+    with pytest.raises(ProtocolError, match=f"^{error}$"):
+        FrameDecoder().feed(message * 3 + bad)
