@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import heapq
+import itertools
 import socket
 import threading
 from collections.abc import Callable
@@ -699,9 +700,18 @@ class Hub(RuntimeBase):
 
 
 def _pop_consumed(receiver: _Receiver, n: int) -> None:
+    """Drop the ``n`` oldest entries of the ledger (lock held)."""
     inflight = receiver.inflight
-    for _ in range(min(n, len(inflight))):
-        inflight.popleft()
+    rest = len(inflight) - n
+    if rest <= 0:
+        inflight.clear()
+    elif rest <= 8 * n:
+        # A report of hundreds of messages is common (a passive end reports per batch): a copy
+        # of the few left, in C, beats a Python loop of popleft() per consumed message.
+        receiver.inflight = collections.deque(itertools.islice(inflight, n, None))
+    else:
+        for _ in itertools.repeat(None, n):
+            inflight.popleft()
 
 
 def _hand_back(route: _Route, receiver: _Receiver) -> None:
