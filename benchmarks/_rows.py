@@ -224,7 +224,7 @@ ROWS: tuple[Spec, ...] = (
         base="raw Pipe send -> host blocking recv loop",
         limiter=(
             "the child's sending thread, at ~93% of a core: ~1.3 us CPU per message (pickle, credit, frame, "
-            "Writer.put, a write per ~200 us); the host needs ~1 us per message on its reader and loop"
+            "Writer.put, a write per ~400 us); the host needs ~1 us per message on its reader and loop"
         ),
     ),
     Spec(
@@ -246,8 +246,9 @@ ROWS: tuple[Spec, ...] = (
         ours="host send -> child callback, paced",
         base="raw Pipe one-way, paced at the same rate, host send -> child blocking recv",
         limiter=(
-            "the paced sender never sleeps and holds the GIL, so the backstop rarely runs: queued frames wait "
-            "until a send finds the oldest 200 us old (p50 109-128 us), then the child wakes late (87-126 us)"
+            "the paced sender sends back to back until it is 100 us ahead, holding the GIL, so the backstop "
+            "rarely runs: frames queued in a burst wait for the sender to sleep or to find the oldest 400 us "
+            "old, then the child's reader thread wakes its loop"
         ),
     ),
     Spec(

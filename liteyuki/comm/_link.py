@@ -38,9 +38,13 @@ _BATCH = 1 << 20  # the backstop writes at most this much per system call round
 # messages costs a few large writes, not one system call each, while a message sent on an
 # idle link goes out at once. (The window runs from the end of a write: a write that
 # costs as much as the window, which a wake-up of the reading process can, must not make
-# every message a write of its own.)
+# every message a write of its own.) A sender that never lets go of the GIL leaves the
+# backstop no turn, so under it MAX_AGE sets the batch: 400 us rather than 200 halved the
+# writes and the GIL hand-offs around them, and measured better on every stream row and on
+# latency too (rows 3, 3c, 3d, 4, 4b, 5, 6 of `python -m benchmarks`, two A/B pairs; 800 us
+# measured no better than 400).
 WINDOW = 20e-6
-MAX_AGE = 200e-6
+MAX_AGE = 400e-6
 _BACKSTOP = "backstop"  # the backstop thread owns the socket
 
 
