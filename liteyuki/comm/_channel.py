@@ -19,6 +19,7 @@ import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+from . import _context
 from ._context import current
 from ._dispatch import dispatcher
 from ._errors import (
@@ -386,7 +387,7 @@ class Channel(Generic[T]):
             check_timeout(timeout)  # [#11]
         if state.type_check and state.hint is not None:
             self._check(data)
-        runtime = current()
+        runtime = _context._current or current()  # the call only until a runtime exists
         # dumps() inlined: this is the hot path of every message a process sends.
         try:
             payload = _pickle_dumps(data, _PROTOCOL)

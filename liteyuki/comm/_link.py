@@ -46,6 +46,7 @@ _BATCH = 1 << 20  # the backstop writes at most this much per system call round
 WINDOW = 20e-6
 MAX_AGE = 400e-6
 _BACKSTOP = "backstop"  # the backstop thread owns the socket
+_clock = time.perf_counter  # bound once: read on every put
 
 
 class Writer:
@@ -106,7 +107,7 @@ class Writer:
                 self.frames += 1
                 if self._owner is not None or self._sock is None:
                     return
-                now = time.perf_counter()
+                now = _clock()
                 if not waiting:
                     self._since = now
                 if (
