@@ -192,9 +192,19 @@ class _BenchChild:
         return self._redis
 
     def cmd_rtt(self, variant: str, n: int) -> float:
-        """Mean seconds per round trip of ``variant`` over ``n`` calls."""
+        """Mean seconds per round trip of ``variant`` over ``n`` calls, after ``n // 4`` untimed ones.
+
+        The untimed calls put every variant in its own steady state before it is timed.
+        Without them a sample depended on what ran just before it (the kernel places a
+        thread that was just busy differently from one that was idle): in the
+        alternation, our variant ran right after itself at every second repeat and took
+        ~50-60 us there against ~40 us after the raw pipe, while the raw pipe never ran
+        after itself, so the order, not the code, decided rows 1, 2 and 1d.
+        """
         fn = self._rtt_fn(variant.replace("redis_kv_", "kv_"))
         with self._storage(variant):
+            for _ in range(n // 4):
+                fn()
             t0 = perf_counter()
             for _ in range(n):
                 fn()
@@ -222,6 +232,8 @@ class _BenchChild:
 
         async def run() -> float:
             get = shared_memory.async_get
+            for _ in range(n // 4):  # untimed, as in cmd_rtt
+                await get(KEY)
             t0 = perf_counter()
             for _ in range(n):
                 await get(KEY)
