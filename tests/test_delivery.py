@@ -377,3 +377,18 @@ def test_a_child_that_stops_reading_costs_a_sync_sender_one_short_wait_not_one_p
     for _ in range(600):
         to_child.send(b"x" * 100 * 1024)
     assert bot.hub._peers[name].writer.stalled
+
+
+# -- the ledger ------------------------------------------------------------------------------
+def test_the_ledger_drops_exactly_the_oldest_consumed_entries_on_every_path():
+    # _pop_consumed takes one of three paths (clear, copy the rest, popleft) by how many
+    # entries stay; each must leave the same ledger: what was handed and not yet consumed.
+    from liteyuki.comm._hub import _pop_consumed, _Receiver
+
+    for handed in range(0, 50):
+        for consumed in range(0, 60):
+            entries = [(seq, f"m{seq}".encode()) for seq in range(handed)]
+            receiver = _Receiver("child", 0)
+            receiver.inflight.extend(entries)
+            _pop_consumed(receiver, consumed)
+            assert list(receiver.inflight) == entries[consumed:]
