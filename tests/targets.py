@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from liteyuki.comm import Channel, active_channel, get_channel, passive_channel, set_channel
+from liteyuki.comm import Channel, active_channel, get_channel, lowlevel, passive_channel, set_channel
 from liteyuki.comm.storage import shared_memory
 from liteyuki.log import logger
 
@@ -78,6 +78,11 @@ def _subscribe(topic: str) -> str:
     def forward(data: Any) -> None:
         active_channel.send(("published", topic, data))
 
+    # This runs on the callback loop, where a subscription on Redis is live one round trip
+    # later (documented: the loop must not wait); the tests publish right after the answer.
+    backend = lowlevel.current().pubsub_backend
+    if backend is not None and not backend._topics[topic].wait(10):
+        return "not live"
     return "subscribed"
 
 
