@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -148,19 +149,26 @@ def model_receiver(name: str) -> None:
 def lane_agent() -> None:
     """Commands for the lane tests, answered on the active channel."""
 
-    def fork_and_get(key: str) -> tuple[Any, Any]:
+    def lane_inode() -> int:
+        return os.fstat(lowlevel.current()._lanes._local.lane.sock.fileno()).st_ino
+
+    def fork_and_get(key: str) -> tuple[Any, Any, bool]:
+        """What a forked grandchild reads, what this process reads after it, and whether the
+        grandchild read on a lane of its own (not the one this thread made before the fork)."""
+        shared_memory.get(key)
+        ours = lane_inode()
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the forked grandchild: its own lane, not its parent's
+        if pid == 0:
             try:
-                os.write(write, repr(shared_memory.get(key)).encode())
+                os.write(write, repr((shared_memory.get(key), lane_inode())).encode())
             finally:
                 os._exit(0)
         os.close(write)
-        got = os.read(read, 1000).decode()
+        got, theirs = ast.literal_eval(os.read(read, 1000).decode())
         os.close(read)
         os.waitpid(pid, 0)
-        return got, shared_memory.get(key)
+        return got, shared_memory.get(key), theirs != ours
 
     def threads(key: str, n: int) -> tuple[list[Any], int]:
         results: list[Any] = []

@@ -38,7 +38,7 @@ def test_a_forked_child_gets_its_own_lane(host):
     name, key = unique(), unique("k")
     host({name: dt.lane_agent})
     shared_memory.set(key, "value")
-    assert _ask(name, "fork_and_get", key) == ("'value'", "value")
+    assert _ask(name, "fork_and_get", key) == ("value", "value", True)
 
 
 @pytest.mark.timeout(60)

@@ -381,6 +381,9 @@ class Hub(RuntimeBase):
 
     # -- store ------------------------------------------------------------
     def execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
+        if type(op) in STORE_OPERATIONS:  # the hot case, before three class patterns (~0.5 us)
+            backend = self.store_backend
+            return self.store.execute(op) if backend is None else backend.execute(op, timeout)
         match op:
             # A child's registry calls see what the host's own calls see.
             case ChannelExists(name):

@@ -141,8 +141,10 @@ class ChildLanes:
         return ours
 
     def _lane(self) -> _Lane | None:
+        # No getpid() per call: in a forked child forget_after_fork (os.register_at_fork)
+        # has replaced self._local, so the parent's lanes are out of sight.
         lane: _Lane | None = getattr(self._local, "lane", None)
-        if lane is not None and lane.pid == os.getpid():
+        if lane is not None:
             return lane
         ours = self._new_socket()
         if ours is None:

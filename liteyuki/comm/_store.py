@@ -120,6 +120,13 @@ class MemoryStore:
         That is what travels back to a child, and what the ``shared_memory``
         facade unpickles, in the host as in a child.
         """
+        # The two hot operations without the match: a class pattern costs ~0.3 us.
+        kind = type(op)
+        if kind is Get:
+            return self.get(op[0])
+        if kind is Set:
+            self.set(*op)
+            return None
         match op:
             case Get(key):
                 return self.get(key)

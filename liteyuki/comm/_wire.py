@@ -121,6 +121,22 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Every frame that ``data`` completes, in order."""
+        if type(data) is bytes and not self._buffer and len(data) >= HEADER_SIZE:
+            # A lane's read: most often exactly one whole frame (a request, or its answer).
+            # Sliced straight from the bytes, with the same checks as _parse: ~0.6 us
+            # against ~1.9 us through the general path, on both ends of every sync call.
+            length, kind, ref, name_len = _HEADER.unpack_from(data, 0)
+            if length + 4 == len(data) and length <= self._max_size:
+                name_end = HEADER_SIZE + name_len
+                if name_end > len(data):
+                    raise ProtocolError(f"frame name length {name_len} overruns the frame")
+                try:
+                    frame = (_KINDS[kind], ref, data[HEADER_SIZE:name_end].decode(), data[name_end:])
+                except KeyError:
+                    raise ProtocolError(f"unknown frame kind {kind}") from None
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError("frame name is not UTF-8") from exc
+                return [tuple.__new__(Frame, frame)]
         raw = data if isinstance(data, (bytes, bytearray)) else bytes(data)
         runs, count = self.feed_runs(raw, len(raw))
         if count == len(runs):  # every run is one frame (the lanes' case: answers, requests)

@@ -175,3 +175,37 @@ def test_a_bad_length_inside_a_run_of_messages_is_refused(length, error):
     bad = struct.pack("!I", length) + message[4:]  # the run's own bytes after a bad length
     with pytest.raises(ProtocolError, match=f"^{error}$"):
         FrameDecoder().feed(message * 3 + bad)
+
+
+# -- one whole frame per read (the lanes): sliced straight from the bytes ---------------------
+def _outcome(decoder: FrameDecoder, data: bytes | bytearray) -> list[Frame] | str:
+    try:
+        return decoder.feed(data)
+    except ProtocolError as exc:
+        return f"ProtocolError: {exc}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    frame=frames,
+    patches=st.lists(st.tuples(st.integers(4, 40), st.integers(0, 255)), max_size=4),
+    max_size=st.sampled_from([0, 10, 1000, DEFAULT_MAX_MESSAGE_SIZE]),
+)
+def test_a_whole_frame_in_one_read_decodes_as_the_general_path_does(frame, patches, max_size):
+    # bytes take the one-frame path, a bytearray the general one; garbage in the kind, ref,
+    # name length or name (the patched bytes) must get the same frames or the same error.
+    data = bytearray(_encode(frame))
+    for pos, value in patches:
+        if pos < len(data):
+            data[pos] = value
+    fast = _outcome(FrameDecoder(max_size), bytes(data))
+    assert fast == _outcome(FrameDecoder(max_size), data)
+    if not patches and max_size == DEFAULT_MAX_MESSAGE_SIZE:
+        assert fast == [frame]
+
+
+def test_a_whole_frame_above_the_maximum_is_refused():
+    limit = 2 * 0 + 64 * 1024 + struct.calcsize("!BQH") + 65535  # FrameDecoder(max_size=0)'s bound
+    whole = _encode(Frame(Kind.RESULT, 1, "", b"x" * (limit - struct.calcsize("!BQH") + 1)))
+    with pytest.raises(ProtocolError, match=rf"^frame length {limit + 1} is out of range$"):
+        FrameDecoder(max_size=0).feed(whole)
