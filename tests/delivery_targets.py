@@ -181,7 +181,32 @@ def lane_agent() -> None:
         gc.collect()
         return results, lowlevel.current()._lanes.count
 
-    commands = {"fork_and_get": fork_and_get, "threads": threads}
+    def raw_requests(key: str) -> list[tuple[str, str]]:
+        """Hand-made requests on this thread's lane, as a foreign sender could write them:
+        (kind, what the answer unpickles to) for each, then a normal call on the same lane."""
+        import pickle
+
+        from liteyuki.comm._wire import Kind
+
+        lanes = lowlevel.current()._lanes
+        payloads = [
+            ("Get", pickle.dumps((key,))),  # well formed
+            ("Get", pickle.dumps((key, "extra"))),  # one field too many
+            ("Get", pickle.dumps(())),
+            ("Get", pickle.dumps([key])),  # a list, not a tuple
+            ("Get", pickle.dumps(([1, 2],))),  # an unhashable key
+            ("Get", b"not a pickle"),
+            ("Nope", pickle.dumps((key,))),
+        ]
+        out = []
+        for op_name, payload in payloads:
+            kind, raw = lanes.call(op_name, payload, 10)
+            value = pickle.loads(raw)  # the stored pickle, or the error
+            out.append((kind.name, repr(value) if kind is Kind.RESULT else type(value).__name__))
+        out.append(("after", repr(shared_memory.get(key))))
+        return out
+
+    commands = {"fork_and_get": fork_and_get, "threads": threads, "raw_requests": raw_requests}
 
     @passive_channel.on_receive()
     async def on_command(cmd: Any) -> None:

@@ -42,6 +42,25 @@ def test_a_forked_child_gets_its_own_lane(host):
 
 
 @pytest.mark.timeout(60)
+def test_malformed_requests_on_a_lane_are_answered_with_errors_and_the_lane_goes_on(host):
+    # Get has a path of its own in the host (the hot one); what it cannot take goes the
+    # general way, which names what was wrong, and the lane stays in step.
+    name, key = unique(), unique("k")
+    host({name: dt.lane_agent})
+    shared_memory.set(key, "value")
+    assert _ask(name, "raw_requests", key) == [
+        ("RESULT", "'value'"),
+        ("FAILURE", "TypeError"),
+        ("FAILURE", "TypeError"),
+        ("RESULT", "'value'"),  # a list of one field unpacks as the tuple does
+        ("FAILURE", "TypeError"),
+        ("FAILURE", "SerializationError"),
+        ("FAILURE", "RemoteError"),
+        ("after", "'value'"),
+    ]
+
+
+@pytest.mark.timeout(60)
 def test_ctrl_c_in_the_middle_of_calls_drops_the_lane_and_the_next_call_works(host):
     name, key = unique(), unique("k")
     host({name: (dt.interrupted_calls, (key, 40))}, setup=lambda bot: shared_memory.set(key, 42))

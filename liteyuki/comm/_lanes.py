@@ -33,8 +33,13 @@ from ._wire import FrameDecoder, Kind, encode, header
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Protocol
 
     from ._looplane import LoopLane
+
+    class _Progress(Protocol):
+        frames_read: int
+
 
 __all__ = ["MAX_LANES", "ChildLanes", "serve_handoff"]
 
@@ -222,11 +227,15 @@ def serve_handoff(
     handoff: socket.socket,
     peer: str,
     answer: Callable[[str, bytes], tuple[Kind, bytes]],
+    progress: _Progress,
     wait_for_fence: Callable[[int], None],
     max_size: int,
     on_error: Callable[[BaseException], None],
 ) -> None:
-    """The host's side: take lanes from ``handoff`` and answer each on a thread of its own."""
+    """The host's side: take lanes from ``handoff`` and answer each on a thread of its own.
+
+    A request fenced beyond ``progress.frames_read`` (main-link frames handled so far)
+    waits in ``wait_for_fence`` first."""
     live = [0]
     count_lock = threading.Lock()
 
@@ -251,7 +260,7 @@ def serve_handoff(
                     live[0] += 1
                 QuietThread(
                     target=_serve_lane,
-                    args=(sock, answer, wait_for_fence, max_size, on_error, released),
+                    args=(sock, answer, progress, wait_for_fence, max_size, on_error, released),
                     name=f"liteyuki-lane-{peer}",
                     daemon=True,
                 ).start()
@@ -262,6 +271,7 @@ def serve_handoff(
 def _serve_lane(
     sock: socket.socket,
     answer: Callable[[str, bytes], tuple[Kind, bytes]],
+    progress: _Progress,
     wait_for_fence: Callable[[int], None],
     max_size: int,
     on_error: Callable[[BaseException], None],
@@ -279,7 +289,9 @@ def _serve_lane(
             for frame in decoder.feed(chunk):
                 if frame.kind is not Kind.REQUEST:
                     raise ProtocolError(f"a lane carried a {frame.kind.name} frame")
-                wait_for_fence(frame.ref >> 32)
+                fence = frame.ref >> 32
+                if fence > progress.frames_read:  # (read here: most requests need no wait, nor a call)
+                    wait_for_fence(fence)
                 kind, payload = answer(frame.name, frame.payload)
                 answers.append(encode(kind, "", payload, frame.ref))
             if answers:

@@ -177,7 +177,9 @@ class MemoryStore:
             heapq.heapify(self._heap)
 
     def _live(self, key: Any, now: float) -> bytes | None:
-        self._reap(now)
+        heap = self._heap
+        if heap and heap[0][0] <= now:  # checked here: most stores have nothing to reap
+            self._reap(now)
         deadline = self._expiry.get(key)
         if deadline is not None and deadline <= now:
             del self._expiry[key]
