@@ -181,7 +181,7 @@ def lane_agent() -> None:
         gc.collect()
         return results, lowlevel.current()._lanes.count
 
-    def raw_requests(key: str) -> list[tuple[str, str]]:
+    def raw_requests(key: str, limit: int) -> list[tuple[str, str]]:
         """Hand-made requests on this thread's lane, as a foreign sender could write them:
         (kind, what the answer unpickles to) for each, then a normal call on the same lane."""
         import pickle
@@ -197,11 +197,17 @@ def lane_agent() -> None:
             ("Get", pickle.dumps(([1, 2],))),  # an unhashable key
             ("Get", b"not a pickle"),
             ("Nope", pickle.dumps((key,))),
+            ("Set", pickle.dumps((key, pickle.dumps("set"), None))),  # well formed
+            ("Get", pickle.dumps((key,))),
+            ("Set", pickle.dumps((key, pickle.dumps("two fields")))),  # the ttl left out
+            ("Set", pickle.dumps((key, pickle.dumps("x"), -1))),  # a bad ttl
+            ("Set", pickle.dumps(([1], pickle.dumps("x"), None))),  # an unhashable key
+            ("Set", pickle.dumps((key, b"x" * (limit + 1), None))),  # above the maximum message size
         ]
         out = []
         for op_name, payload in payloads:
             kind, raw = lanes.call(op_name, payload, 10)
-            value = pickle.loads(raw)  # the stored pickle, or the error
+            value = pickle.loads(raw) if raw else None  # the stored pickle, or the error
             out.append((kind.name, repr(value) if kind is Kind.RESULT else type(value).__name__))
         out.append(("after", repr(shared_memory.get(key))))
         return out

@@ -43,12 +43,12 @@ def test_a_forked_child_gets_its_own_lane(host):
 
 @pytest.mark.timeout(60)
 def test_malformed_requests_on_a_lane_are_answered_with_errors_and_the_lane_goes_on(host):
-    # Get has a path of its own in the host (the hot one); what it cannot take goes the
+    # Get and Set have a path of their own in the host (the hot one); what it cannot take goes the
     # general way, which names what was wrong, and the lane stays in step.
     name, key = unique(), unique("k")
-    host({name: dt.lane_agent})
+    host({name: dt.lane_agent}, max_message_size=100_000)
     shared_memory.set(key, "value")
-    assert _ask(name, "raw_requests", key) == [
+    assert _ask(name, "raw_requests", key, 100_000) == [
         ("RESULT", "'value'"),
         ("FAILURE", "TypeError"),
         ("FAILURE", "TypeError"),
@@ -56,7 +56,13 @@ def test_malformed_requests_on_a_lane_are_answered_with_errors_and_the_lane_goes
         ("FAILURE", "TypeError"),
         ("FAILURE", "SerializationError"),
         ("FAILURE", "RemoteError"),
-        ("after", "'value'"),
+        ("RESULT", "None"),
+        ("RESULT", "'set'"),
+        ("RESULT", "None"),
+        ("FAILURE", "ValueError"),
+        ("FAILURE", "TypeError"),
+        ("FAILURE", "MessageTooLargeError"),
+        ("after", "'two fields'"),
     ]
 
 

@@ -643,20 +643,10 @@ class Hub(RuntimeBase):
 
     def _answer(self, op_name: str, payload: bytes) -> tuple[Kind, bytes]:
         """Carry out a child's request: (RESULT, pickled answer) or (FAILURE, pickled error)."""
-        if op_name == "Get" and self.store_backend is None:
-            # The hottest request, answered without building the operation or dispatching it
-            # (Get's one field is its key; anything else takes the general path, which says
-            # what was wrong). A lane thread wakes with cold caches, so every function less
-            # on this path counts several times over: ~1.9 -> ~0.9 us here.
-            try:
-                fields = pickle.loads(payload)
-            except Exception:
-                fields = None
-            if type(fields) is tuple and len(fields) == 1:
-                try:
-                    return _RESULT, self.store.get(fields[0]) or b""
-                except Exception as exc:  # an unhashable key from a foreign sender
-                    return Kind.FAILURE, _pickle_error(exc)
+        if (op_name == "Get" or op_name == "Set") and self.store_backend is None:
+            hot = self._answer_hot(op_name, payload)
+            if hot is not None:
+                return hot
         op_class = OPERATIONS.get(op_name)
         try:
             if op_class is None:
@@ -673,6 +663,30 @@ class Hub(RuntimeBase):
             return Kind.RESULT, result or b""
         except Exception as exc:  # the caller gets it, with its own type where it pickles
             return Kind.FAILURE, _pickle_error(exc)
+
+    def _answer_hot(self, op_name: str, payload: bytes) -> tuple[Kind, bytes] | None:
+        """A well-formed Get or Set on the memory store, without building the operation or
+        dispatching it; None: not well formed, the general path says what is wrong.
+
+        A lane thread wakes with cold caches, so every function on this path costs several
+        times its warm figure (a canned answer instead of the real one took ~20 us off a
+        ~70 us round trip); this one is ~1 us warm against ~2 us."""
+        try:
+            fields = pickle.loads(payload)
+        except Exception:
+            return None
+        if type(fields) is not tuple:
+            return None
+        try:
+            if op_name == "Get":
+                if len(fields) == 1:
+                    return _RESULT, self.store.get(fields[0]) or b""
+            elif len(fields) == 3 and type(fields[1]) is bytes and len(fields[1]) <= self.max_message_size:
+                self.store.set(*fields)  # (key, pickled value, ttl): the store checks the ttl
+                return _RESULT, b""
+        except Exception as exc:  # an unhashable key, a bad ttl: the caller gets it
+            return Kind.FAILURE, _pickle_error(exc)
+        return None
 
     def _serve(self, peer: _Peer, frame: Frame) -> None:
         kind, answer = self._answer(frame.name, frame.payload)
