@@ -118,7 +118,7 @@ class ChildRuntime(RuntimeBase):
                 s.setblocking(True)
                 s.set_inheritable(False)
         if handoff is not None:
-            self._lanes = ChildLanes(handoff, self.max_message_size, lambda: self.writer.frames)
+            self._lanes = ChildLanes(handoff, self.max_message_size, self.writer)
             os.register_at_fork(after_in_child=self._lanes.forget_after_fork)
         self._sock = sock
         # [#11] The decoder's bound makes room for a frame's own overhead (see FrameDecoder).

@@ -21,7 +21,19 @@ if TYPE_CHECKING:
 else:
     from .._lean_typing import NamedTuple
 
-__all__ = ["Frame", "FrameDecoder", "Kind", "MessageHead", "Run", "dumps", "encode", "header", "loads", "pack_length"]
+__all__ = [
+    "Frame",
+    "FrameDecoder",
+    "Kind",
+    "MessageHead",
+    "Run",
+    "dumps",
+    "encode",
+    "header",
+    "loads",
+    "pack_header",
+    "pack_length",
+]
 
 _LENGTH = struct.Struct("!I")
 _HEADER = struct.Struct("!IBQH")  # length, kind, ref, name length
@@ -79,6 +91,7 @@ def header(kind: Kind, raw_name: bytes, payload_size: int, ref: int = 0) -> byte
 
 
 pack_length = _LENGTH.pack  # a frame's length prefix (MessageHead's hot-path users pack it inline)
+pack_header = _HEADER.pack  # (length, kind, ref, name length): what header() packs, for callers inlining it
 
 
 class MessageHead:
