@@ -37,6 +37,7 @@ class Run:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seconds: float = 0.0
+    steal: float | None = None  # % of all CPU time the hypervisor took during the run (None: unknown)
     results: dict[str, Result] = field(default_factory=dict)
 
 
@@ -179,7 +180,8 @@ def render(runs: list[Run], mode: str, repeats: int, startup_repeats: int, elaps
         f"{platform.machine()}, {os.cpu_count()} CPUs; medians of {repeats} repeats (start-up/RSS: "
         f"{startup_repeats}), A/B alternating{worst_words}; {elapsed:.0f} s",
         *(
-            f"run {r.index}: load average {_load(r.load_before)} before, {_load(r.load_after)} after, {r.seconds:.0f} s"
+            f"run {r.index}: load average {_load(r.load_before)} before, {_load(r.load_after)} after, "
+            f"{_steal(r.steal)}{r.seconds:.0f} s"
             for r in runs
         ),
         fmt(header),
@@ -237,11 +239,43 @@ def to_json(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "meta": meta,
         "runs": [
-            {"run": r.index, "load_before": r.load_before, "load_after": r.load_after, "seconds": r.seconds}
+            {
+                "run": r.index,
+                "load_before": r.load_before,
+                "load_after": r.load_after,
+                "steal_percent": r.steal,
+                "seconds": r.seconds,
+            }
             for r in runs
         ],
         "rows": rows,
     }
+
+
+def _steal(percent: float | None) -> str:
+    return "" if percent is None else f"steal {percent:.1f} % of CPU time, "
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU time since boot in clock ticks, from /proc/stat; None where there is none.
+
+    On a virtual machine "steal" is time the hypervisor gave another guest while this one
+    had work: a run on a busy host is slower for reasons no row measures (seen here: 96 s
+    stolen within a few minutes, while round trips took 2-4 times their quiet figures).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:

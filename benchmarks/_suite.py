@@ -14,8 +14,8 @@ ZeroMQ (pyzmq, ``ipc://``) is a reference peer measured in the same
 alternation, between the same host and child processes.
 
 ``--runs N`` repeats all phases N times (fresh processes each time) and
-records the load average around each run; the table shows every run's figure
-and judges the worst (``_report``).
+records the load average and the CPU time stolen by a hypervisor around each
+run; the table shows every run's figure and judges the worst (``_report``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from liteyuki.process import run_nonebot
 from . import _bare, _idle, _nb_alone, _targets
 from ._common import BIG, FANIN, HUGE, KEY, SMALL, VALUE
 from ._host import ChildLink, RedisServer, leftover_children, log, rss_mb
-from ._report import Result, Run, render, to_json, write_json
+from ._report import Result, Run, cpu_times, render, steal_percent, to_json, write_json
 from ._zmq import ZmqPeer
 
 LOG_LEVEL = "WARNING"
@@ -605,12 +605,14 @@ def byte_compile() -> None:
 def one_run(cfg: Config, index: int, total: int, phases: tuple[str, ...] = tuple(PHASES)) -> Run:
     run = Run(index, os.getloadavg())
     log(f"run {index}/{total} ({'quick' if cfg.quick else 'full'}, {cfg.repeats} repeats), load {run.load_before}")
+    cpu_before = cpu_times()
     t0 = perf_counter()
     for phase in phases:
         globals()[PHASES[phase]](cfg, run.results)
     run.seconds = perf_counter() - t0
     run.load_after = os.getloadavg()
-    log(f"run {index}/{total} done in {run.seconds:.0f} s, load {run.load_after}")
+    run.steal = steal_percent(cpu_before, cpu_times())
+    log(f"run {index}/{total} done in {run.seconds:.0f} s, load {run.load_after}, steal {run.steal}")
     return run
 
 
