@@ -14,6 +14,14 @@ from liteyuki.comm import get_channel
 from liteyuki.comm.storage import shared_memory
 from tests import redis_targets
 
+
+def say(*words: object) -> None:
+    """One line in one write: the log goes to the same pipe, and an unbuffered print
+    (PYTHONUNBUFFERED) writes each word on its own, so a log line could land inside ours."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+
+
 if __name__ == "__main__":
     url, namespace, name, scenario, count = sys.argv[1:6]
     other = sys.argv[6] if len(sys.argv) > 6 else ""
@@ -24,7 +32,7 @@ if __name__ == "__main__":
             bot.process_manager.add_target(child, redis_targets.mesh_worker, (child, other))
         elif scenario == "resilient":
             bot.process_manager.add_target(child, redis_targets.resilient_worker, (child,))
-            get_channel(f"{child}-active").on_receive()(lambda said: print("SAID", *said, flush=True))
+            get_channel(f"{child}-active").on_receive()(lambda said: say("SAID", *said))
         else:
             bot.process_manager.add_target(child, redis_targets.cluster_receiver, (child, 40))
 
@@ -46,6 +54,6 @@ if __name__ == "__main__":
     @bot.on_after_start
     async def announce() -> None:
         pids = [get_bot().process_manager.pid(n) for n in names]
-        print("READY", *pids, flush=True)
+        say("READY", *pids)
 
     bot.run()
