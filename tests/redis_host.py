@@ -13,14 +13,7 @@ from liteyuki import LiteyukiBot, get_bot
 from liteyuki.comm import get_channel
 from liteyuki.comm.storage import shared_memory
 from tests import redis_targets
-
-
-def say(*words: object) -> None:
-    """One line in one write: the log goes to the same pipe, and an unbuffered print
-    (PYTHONUNBUFFERED) writes each word on its own, so a log line could land inside ours."""
-    sys.stdout.write(" ".join(map(str, words)) + "\n")
-    sys.stdout.flush()
-
+from tests.reliability.rtargets import say  # one line in one write: the log shares the pipe
 
 if __name__ == "__main__":
     url, namespace, name, scenario, count = sys.argv[1:6]

@@ -259,7 +259,7 @@ def test_two_hosts_ride_out_a_kill_9_of_redis_and_its_restart(own_redis: RedisSe
     said = lambda: "".join(a.lines + b.lines)  # noqa: E731
     try:
         wait_until(lambda: all(f"SAID down {c}\n" in said() for c in children), 30, "every child to see Redis gone")
-    except AssertionError as exc:  # keep what each host said and logged (see redis_host.say for one cause)
+    except AssertionError as exc:  # keep what each host said and logged (a log line inside a SAID was one cause)
         raise AssertionError(f"{exc}\nsaid:\n{said()}\nhost A log:\n{a.output()}\nhost B log:\n{b.output()}") from None
     own_redis.start()  # the same port, empty (no persistence)
 
