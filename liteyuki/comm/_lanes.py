@@ -197,9 +197,9 @@ class ChildLanes:
                     raise CommTimeoutError(f"the host did not answer {op_name!r} within {timeout} s") from None
                 if not chunk:
                     raise ConnectionError("the host closed this thread's lane")
-                for frame in lane.decoder.feed(chunk):
-                    if frame.ref == ref:
-                        return frame.kind, frame.payload
+                for kind, answer_ref, _, answer in lane.decoder.feed(chunk):
+                    if answer_ref == ref:
+                        return kind, answer
         except BaseException:
             # Interrupted, timed out or broken in the middle of a call: this lane's stream
             # is no longer in step. Drop it; the next call makes a new one.
@@ -297,14 +297,14 @@ def _serve_lane(
             # The answers to every request of one read go out in one write (a loop's lane
             # sends a gathered batch of calls at once).
             answers = []
-            for frame in decoder.feed(chunk):
-                if frame.kind is not Kind.REQUEST:
-                    raise ProtocolError(f"a lane carried a {frame.kind.name} frame")
-                fence = frame.ref >> 32
+            for frame_kind, ref, name, request in decoder.feed(chunk):  # (unpacked: no field lookups)
+                if frame_kind is not _REQUEST:
+                    raise ProtocolError(f"a lane carried a {frame_kind.name} frame")
+                fence = ref >> 32
                 if fence > progress.frames_read:  # (read here: most requests need no wait, nor a call)
                     wait_for_fence(fence)
-                kind, payload = answer(frame.name, frame.payload)
-                answers.append(encode(kind, "", payload, frame.ref))
+                kind, payload = answer(name, request)
+                answers.append(encode(kind, "", payload, ref))
             if answers:
                 sock.sendall(answers[0] if len(answers) == 1 else b"".join(answers))
     except ProtocolError as exc:

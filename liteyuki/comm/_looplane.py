@@ -210,10 +210,10 @@ class LoopLane:
             self._close("a read on this loop's lane was interrupted")
             raise
         waiting = self._waiting
-        for frame in frames:
-            future = waiting.pop(frame.ref, None)
+        for kind, ref, _, payload in frames:
+            future = waiting.pop(ref, None)
             if future is not None and not future.done():
-                future.set_result((frame.kind, frame.payload))
+                future.set_result((kind, payload))
 
     def _close(self, reason: str) -> None:
         self.broken = reason
