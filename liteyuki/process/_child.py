@@ -189,6 +189,10 @@ def child_main(spec: ChildSpec) -> None:
     # SIGTERM (the host's second step, or a stop request to a server driver) is a clean stop
     # like Ctrl+C; servers such as uvicorn take it over while they run.
     signal.signal(signal.SIGTERM, _terminate)
+    # A stop request is a SIGINT to ourselves. A host started with SIGINT ignored (in the
+    # background, by a shell script) passes SIG_IGN on through spawn's exec, and Python then
+    # installs no handler: the request went unheard until the host's SIGTERM after its grace.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGUSR1 asks the host for a status dump; one sent to the whole group must not kill us.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     config = _settings.set_config(spec.config or {})
