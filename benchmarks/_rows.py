@@ -347,7 +347,7 @@ ROWS: tuple[Spec, ...] = (
         unit="MB",
         kind="max",
         limit=5.0,
-        ours="host RSS growth for 1,000 set_channel()",
+        ours="Python heap the host allocates for 1,000 set_channel() (tracemalloc; RSS growth in the note)",
         base="-",
         limiter="per-channel Condition, deque, route and registry entries",
     ),
