@@ -245,7 +245,8 @@ class ChildRuntime(RuntimeBase):
             return backend.execute(op, timeout)
         lanes = self._lanes
         if lanes is not None:
-            self._check_alive()
+            if self._broken is not None:  # _check_alive() inline: the hot path of every sync call
+                raise BrokenPeerError(self._broken)
             limit = self.call_timeout if timeout is None else timeout
             payload = self._request_payload(op)
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from . import _context
 from ._context import current
 from ._dispatch import dispatcher
 from ._errors import SerializationError
@@ -53,7 +54,8 @@ def _ttl(ttl: float | None) -> float | None:
 
 
 def _execute(op: StoreOp, timeout: float | None) -> bytes | None:
-    return current().execute(op, check_timeout(timeout))
+    # The runtime read without calling current() once it exists (every sync call passes here).
+    return (_context._current or current()).execute(op, check_timeout(timeout))
 
 
 async def _async_execute(op: StoreOp, timeout: float | None) -> bytes | None:
