@@ -63,7 +63,8 @@ ROWS: tuple[Spec, ...] = (
         base="raw Pipe ping-pong ('get', key, None)",
         limiter=(
             "the same two wake-ups as the raw ping-pong (the call runs on its thread's lane, no hop); on top, "
-            "each side's Python per call: building the op, two pickles, the frame header; the host's lookup"
+            "each side's Python per call (building the op, two pickles, the frame header; the host's lookup), "
+            "which costs several times its warm figure right after a wake-up"
         ),
     ),
     Spec(
