@@ -203,6 +203,8 @@ def lane_agent() -> None:
             ("Set", pickle.dumps((key, pickle.dumps("x"), -1))),  # a bad ttl
             ("Set", pickle.dumps(([1], pickle.dumps("x"), None))),  # an unhashable key
             ("Set", pickle.dumps((key, b"x" * (limit + 1), None))),  # above the maximum message size
+            ("Get", pickle.dumps((b"k" * (limit + 1),))),  # a bytes key above it
+            ("Set", pickle.dumps((b"k" * (limit + 1), pickle.dumps("x"), None))),
         ]
         out = []
         for op_name, payload in payloads:

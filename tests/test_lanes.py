@@ -62,6 +62,8 @@ def test_malformed_requests_on_a_lane_are_answered_with_errors_and_the_lane_goes
         ("FAILURE", "ValueError"),
         ("FAILURE", "TypeError"),
         ("FAILURE", "MessageTooLargeError"),
+        ("FAILURE", "MessageTooLargeError"),
+        ("FAILURE", "MessageTooLargeError"),
         ("after", "'two fields'"),
     ]
 

@@ -675,13 +675,17 @@ class Hub(RuntimeBase):
             fields = pickle.loads(payload)
         except Exception:
             return None
-        if type(fields) is not tuple:
+        if type(fields) is not tuple or not fields:
             return None
+        limit = self.max_message_size
+        key = fields[0]
+        if type(key) is bytes and len(key) > limit:
+            return None  # refused by the general path's size check, as any field above the limit
         try:
             if op_name == "Get":
                 if len(fields) == 1:
-                    return _RESULT, self.store.get(fields[0]) or b""
-            elif len(fields) == 3 and type(fields[1]) is bytes and len(fields[1]) <= self.max_message_size:
+                    return _RESULT, self.store.get(key) or b""
+            elif len(fields) == 3 and type(fields[1]) is bytes and len(fields[1]) <= limit:
                 self.store.set(*fields)  # (key, pickled value, ttl): the store checks the ttl
                 return _RESULT, b""
         except Exception as exc:  # an unhashable key, a bad ttl: the caller gets it
