@@ -113,3 +113,28 @@ def test_frames_put_on_a_link_that_would_block_arrive_whole_and_in_order() -> No
     a.close()
     b.close()
     assert got == payloads
+
+
+def test_an_urgent_frame_goes_out_at_once_inside_the_coalescing_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A passive drain's consumption report is urgent: written before its callbacks run, even
+    # right after another write, so a callback that kills the process cannot take it along.
+    monkeypatch.setattr(_link, "WINDOW", 5.0)  # any put after a write would wait for the window
+    monkeypatch.setattr(_link, "MAX_AGE", 5.0)
+    ours, theirs = new_socketpair()
+    writer = Writer("peer")
+    writer.attach(ours)
+    try:
+        writer.put((b"first",))  # an idle link: written through
+        writer.put((b"second",))  # inside the window: queued for the backstop
+        assert writer.queued_bytes == len(b"second")
+        writer.put((b"third",), urgent=True)  # no window: what is queued goes out now, in order
+        assert writer.queued_bytes == 0
+        theirs.settimeout(5)
+        got = b""
+        while len(got) < len(b"firstsecondthird"):
+            got += theirs.recv(100)
+        assert got == b"firstsecondthird"
+    finally:
+        writer.close()
+        ours.close()
+        theirs.close()

@@ -180,9 +180,9 @@ class _EndState:
             return n
         return 0
 
-    def report(self, n: int) -> None:
+    def report(self, n: int, urgent: bool = False) -> None:
         if n:
-            current().consumed(self.name, n)
+            current().consumed(self.name, n, urgent)
 
     def drain(self) -> None:
         """Passive mode, on the dispatch loop: run the callbacks for everything buffered."""
@@ -194,9 +194,12 @@ class _EndState:
             self.buffer.clear()
             callbacks = list(self.callbacks)
             report = self._consumed(len(batch)) if batch else 0
-        # Reported before the callbacks run: a callback that takes its process down does
-        # not get the same message again in the successor (no crash loop on one message).
-        self.report(report)
+        # Reported before the callbacks run, and written now rather than after the writer's
+        # coalescing window: a callback that takes its process down (os._exit, a crash in C)
+        # does not get the same message again in the successor (no crash loop on one
+        # message). Left to the window, the report died with the process when the link had
+        # been written less than 20 us before (a restart test saw its "exit" twice).
+        self.report(report, urgent=True)
         if batch:
             # Labels once per batch, not per message: they are only read when a callback raises.
             labelled = [(f, flt, f"callback on channel {self.name!r} {_qualname(f)}") for f, flt in callbacks]

@@ -188,9 +188,9 @@ class ChildRuntime(RuntimeBase):
         if self._broken is None:
             self.writer.put((encode(Kind.RECEIVER, sink.name, b"", sink.capacity),))
 
-    def consumed(self, name: str, n: int) -> None:
+    def consumed(self, name: str, n: int, urgent: bool = False) -> None:
         if self._broken is None and name in self._sinks:
-            self.writer.put((encode(Kind.CONSUMED, name, b"", n),))
+            self.writer.put((encode(Kind.CONSUMED, name, b"", n),), urgent=urgent)
 
     def withdraw(self, sink: Any, consumed: int) -> None:
         # The host keeps what it handed us and did not hear consumed: it goes back to the

@@ -252,7 +252,7 @@ class Hub(RuntimeBase):
             self._add_receiver(route, HOST, sink.capacity, sink)
             self._pump(route)
 
-    def consumed(self, name: str, n: int) -> None:
+    def consumed(self, name: str, n: int, urgent: bool = False) -> None:
         with self._lock:
             route = self._routes.get(name)
             receiver = route and _find(route, HOST)

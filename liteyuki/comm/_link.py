@@ -83,7 +83,13 @@ class Writer:
 
     # -- producers -------------------------------------------------------
     def put(
-        self, parts: tuple[bytes, ...] | list[bytes], size: int = -1, *, wait: float | None = 0.0, what: str = ""
+        self,
+        parts: tuple[bytes, ...] | list[bytes],
+        size: int = -1,
+        *,
+        wait: float | None = 0.0,
+        what: str = "",
+        urgent: bool = False,
     ) -> None:
         """Queue one frame (its parts in order) and write it now if the link is idle.
 
@@ -91,6 +97,7 @@ class Writer:
         summed here). Never blocks on the socket. With ``wait`` > 0, a caller finding
         more than the high-water mark queued waits up to ``wait`` s for room (``None``:
         as long as it takes), then raises ``ChannelFullError`` with nothing queued.
+        ``urgent``: no coalescing window; if nobody is writing, what is queued goes out now.
         """
         if size < 0:
             size = sum(map(len, parts))
@@ -111,8 +118,10 @@ class Writer:
                 if not waiting:
                     self._since = now
                 if (
-                    now - self._since < MAX_AGE if waiting else now - self._last < WINDOW
-                ) and self._queued < _JOIN_BELOW:
+                    not urgent
+                    and (now - self._since < MAX_AGE if waiting else now - self._last < WINDOW)
+                    and self._queued < _JOIN_BELOW
+                ):
                     if not self._armed:  # checked here too: most puts find it armed, and a call costs
                         self._arm()
                     return
