@@ -253,6 +253,7 @@ class Hub(RuntimeBase):
             self._pump(route)
 
     def consumed(self, name: str, n: int, urgent: bool = False) -> None:
+        # (urgent: a child writes its report at once; the host's own ends have nothing to write)
         with self._lock:
             route = self._routes.get(name)
             receiver = route and _find(route, HOST)
@@ -675,17 +676,17 @@ class Hub(RuntimeBase):
             fields = pickle.loads(payload)
         except Exception:
             return None
-        if type(fields) is not tuple or not fields:
+        if type(fields) is not tuple:
             return None
         limit = self.max_message_size
-        key = fields[0]
-        if type(key) is bytes and len(key) > limit:
-            return None  # refused by the general path's size check, as any field above the limit
+        for field in fields:  # the general path's rule (_check_value_sizes), which then says so
+            if type(field) is bytes and len(field) > limit:
+                return None
         try:
             if op_name == "Get":
                 if len(fields) == 1:
-                    return _RESULT, self.store.get(key) or b""
-            elif len(fields) == 3 and type(fields[1]) is bytes and len(fields[1]) <= limit:
+                    return _RESULT, self.store.get(fields[0]) or b""
+            elif len(fields) == 3 and type(fields[1]) is bytes:
                 self.store.set(*fields)  # (key, pickled value, ttl): the store checks the ttl
                 return _RESULT, b""
         except Exception as exc:  # an unhashable key, a bad ttl: the caller gets it
