@@ -172,6 +172,33 @@ ROWS: tuple[Spec, ...] = (
         limiter="asyncio: five system calls per call (epoll_wait twice, send, recv, getpid) where raw makes two",
     ),
     Spec(
+        key="gather_floor",
+        name="2f asyncio alone: 100 bare futures gathered vs 100 sync get",
+        unit="ms",
+        kind="speedup",
+        limit=None,
+        peer=True,
+        ours=(
+            "asyncio.gather of 100 calls that each await a future, all settled by one loop callback: "
+            "no I/O, no pickling (the most 2d can reach here)"
+        ),
+        base="100 sequential sync get (same child, same runs as 2d)",
+    ),
+    Spec(
+        key="async_floor",
+        name="2g asyncio alone: raw ping-pong awaited on a loop",
+        unit="us",
+        kind="info",
+        limit=None,
+        better="lower",
+        peer=True,
+        ours=(
+            "the raw Pipe ping-pong with its answer awaited (loop.add_reader settles a future) on the child's "
+            "callback loop: the least 2e can be here"
+        ),
+        base="raw Pipe ping-pong ('get', key, None)",
+    ),
+    Spec(
         key="h2c_cb",
         name="3 host->child on_receive throughput",
         unit="msg/s",

@@ -331,6 +331,7 @@ class MainPhase:
                     )
             if op == "get":
                 variants["async"] = lambda: main.ask("async_rtt", cfg.rtt_n)
+                variants["async_raw"] = lambda: main.ask("async_raw_rtt", cfg.rtt_n)
                 if self.zmq.endpoints is not None:
                     variants["zmq"] = lambda: main.ask("rtt", "zmq_get", cfg.rtt_n)
             for variant in variants.values():  # warm-up: connections, first-call paths
@@ -339,6 +340,7 @@ class MainPhase:
             self.results[op] = Result(out["ours"], out["raw"])
             if op == "get":
                 self.results["async_get"] = Result(out["async"], out["raw"])
+                self.results["async_floor"] = Result(out["async_raw"], out["raw"])
                 if "zmq" in out:
                     self.results["get_zmq"] = Result(out["zmq"], out["raw"])
                 else:
@@ -372,11 +374,14 @@ class MainPhase:
         variants = {
             "gather": lambda: main.ask("gather", 100, cfg.gather_rounds),
             "sequential": lambda: main.ask("sequential", 100, cfg.gather_rounds),
+            "floor": lambda: main.ask("gather_floor", 100, cfg.gather_rounds),
         }
         for variant in variants.values():
             variant()
         out = alternate(cfg.repeats, variants)
-        self.results["gather"] = Result(scaled(out["gather"], 1e3), scaled(out["sequential"], 1e3))
+        sequential = scaled(out["sequential"], 1e3)
+        self.results["gather"] = Result(scaled(out["gather"], 1e3), sequential)
+        self.results["gather_floor"] = Result(scaled(out["floor"], 1e3), sequential)
 
     # -- 3 ---------------------------------------------------------------------------
     def _host_sends(self, cmd: tuple[Any, ...], send: Callable[[Any], None], n: int, payload: Any) -> float:

@@ -241,6 +241,79 @@ class _BenchChild:
 
         return asyncio.run_coroutine_threadsafe(run(), self._callback_loop()).result(STEP_TIMEOUT)
 
+    def cmd_async_raw_rtt(self, n: int) -> float:
+        """Row 2g, asyncio's own floor for 2e: the raw ping-pong awaited on the callback loop.
+
+        The same request on the same raw pipe as the baseline, but the answer is awaited:
+        the loop watches the pipe (``loop.add_reader``), the reader settles a future, the
+        coroutine resumes. What one ``async_get`` cannot go below on this machine, with
+        no work of ours in it.
+        """
+        conn = self.rpc
+        req = ("get", KEY, None)
+
+        async def run() -> float:
+            loop = asyncio.get_running_loop()
+            fd = conn.fileno()
+            waiter: asyncio.Future[Any] = loop.create_future()
+
+            def on_readable() -> None:
+                if not waiter.done():
+                    waiter.set_result(conn.recv())  # blocking, under the pipe's kernel receive timeout
+
+            async def one() -> Any:
+                nonlocal waiter
+                waiter = loop.create_future()
+                conn.send(req)
+                return await waiter
+
+            loop.add_reader(fd, on_readable)
+            try:
+                for _ in range(n // 4):  # untimed, as in cmd_rtt
+                    await one()
+                t0 = perf_counter()
+                for _ in range(n):
+                    await one()
+                return (perf_counter() - t0) / n
+            finally:
+                loop.remove_reader(fd)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._callback_loop()).result(STEP_TIMEOUT)
+
+    def cmd_gather_floor(self, k: int, rounds: int) -> float:
+        """Row 2f, asyncio's own floor for 2d: a gather of ``k`` calls that do no I/O.
+
+        Each call makes a future and awaits it, as ``async_get`` does; once all ``k``
+        have started, one loop callback settles them all, as one batch of answers
+        would. Mean seconds per gather: what gathering costs here before any request
+        is written or answered.
+        """
+
+        async def run() -> float:
+            loop = asyncio.get_running_loop()
+            pending: list[asyncio.Future[Any]] = []
+
+            def settle() -> None:
+                for future in pending:
+                    future.set_result(VALUE)
+                pending.clear()
+
+            async def call() -> Any:
+                future = loop.create_future()
+                pending.append(future)
+                if len(pending) == k:
+                    loop.call_soon(settle)
+                return await future
+
+            total = 0.0
+            for _ in range(rounds):
+                t0 = perf_counter()
+                await asyncio.gather(*[call() for _ in range(k)])
+                total += perf_counter() - t0
+            return total / rounds
+
+        return asyncio.run_coroutine_threadsafe(run(), self._callback_loop()).result(STEP_TIMEOUT)
+
     def cmd_gather(self, k: int, rounds: int) -> float:
         """Mean seconds for ``k`` concurrent ``async_get`` (asyncio.gather) on the child's loop."""
 
