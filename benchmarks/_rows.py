@@ -157,8 +157,9 @@ ROWS: tuple[Spec, ...] = (
         ours="asyncio.gather of 100 async_get",
         base="100 sequential sync get (same child)",
         limiter=(
-            "a Task (made by gather) and a future per call, and two loop iterations per answer batch; the "
-            "baseline got ~3x faster when sync calls moved to their own lanes"
+            "a Task (made by gather) and a future per call, and two loop iterations per answer batch: asyncio "
+            "alone (row 2f) takes a third to a half of our time; the baseline got ~3x faster when sync calls "
+            "moved to their own lanes"
         ),
     ),
     Spec(
@@ -169,7 +170,10 @@ ROWS: tuple[Spec, ...] = (
         limit=1.3,
         ours="await shared_memory.async_get, sequential, on the child's callback loop",
         base="raw Pipe ping-pong ('get', key, None)",
-        limiter="asyncio: five system calls per call (epoll_wait twice, send, recv, getpid) where raw makes two",
+        limiter=(
+            "asyncio: five system calls per call (epoll_wait twice, send, recv, getpid) where raw makes two; "
+            "the raw ping-pong itself, awaited on a loop (row 2g), costs most of it"
+        ),
     ),
     Spec(
         key="gather_floor",
