@@ -184,6 +184,7 @@ def render(runs: list[Run], mode: str, repeats: int, startup_repeats: int, elaps
             f"{_steal(r.steal)}{r.seconds:.0f} s"
             for r in runs
         ),
+        *_quiet_warning(runs),
         fmt(header),
         rule,
         *(fmt(row) for row in lines),
@@ -244,6 +245,7 @@ def to_json(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
                 "load_before": r.load_before,
                 "load_after": r.load_after,
                 "steal_percent": r.steal,
+                "quiet": is_quiet(r),
                 "seconds": r.seconds,
             }
             for r in runs
@@ -252,8 +254,34 @@ def to_json(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Issue #12 judges a target on three consecutive runs "on a quiet machine". What the
+# hypervisor steals is the one outside load the run can see apart from its own (the load
+# average counts the benchmark's processes too): above this share, a run is not quiet.
+QUIET_STEAL_PERCENT = 5.0
+
+
+def is_quiet(run: Run) -> bool | None:
+    """Whether the hypervisor left the run alone (None: no steal figure on this system)."""
+    return None if run.steal is None else run.steal <= QUIET_STEAL_PERCENT
+
+
 def _steal(percent: float | None) -> str:
-    return "" if percent is None else f"steal {percent:.1f} % of CPU time, "
+    if percent is None:
+        return ""
+    loud = " (not quiet)" if percent > QUIET_STEAL_PERCENT else ""
+    return f"steal {percent:.1f} % of CPU time{loud}, "
+
+
+def _quiet_warning(runs: list[Run]) -> list[str]:
+    loud = [str(r.index) for r in runs if is_quiet(r) is False]
+    if not loud:
+        return []
+    which = f"run {loud[0]} was" if len(loud) == 1 else f"runs {', '.join(loud)} were"
+    return [
+        f"{which} not on a quiet machine (more than {QUIET_STEAL_PERCENT:g} % of CPU time stolen by the "
+        "hypervisor): its figures show this machine's noise as much as the code, and a target counts as met "
+        "only in three quiet runs"
+    ]
 
 
 def cpu_times() -> tuple[int, int] | None:

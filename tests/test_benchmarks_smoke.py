@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._report import QUIET_STEAL_PERCENT, Result, Run, render
 from benchmarks._rows import ROW_NAMES, ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ def test_quick_benchmarks_run_and_print_every_row(tmp_path):
     if sys.platform == "linux":  # /proc/stat: the share of CPU time a hypervisor took during the run
         (run,) = data["runs"]
         assert 0.0 <= run["steal_percent"] <= 100.0, run
+        assert run["quiet"] is (run["steal_percent"] <= QUIET_STEAL_PERCENT), run
         assert "% of CPU time" in proc.stdout
     rows = {row["key"]: row for row in data["rows"]}
     assert set(rows) == {spec.key for spec in ROWS}
@@ -47,3 +49,20 @@ def test_quick_benchmarks_run_and_print_every_row(tmp_path):
     if importlib.util.find_spec("zmq") is not None:
         skipped = [key for key, row in rows.items() if "zmq" in key and row["met"] == "skip"]
         assert not skipped, f"ZeroMQ rows skipped although pyzmq is installed: {skipped}\n{output}"
+
+
+def test_a_run_with_more_stolen_time_than_a_quiet_machine_allows_is_flagged():
+    """The table says which runs a hypervisor disturbed, and why their verdict does not count alone."""
+    spec = ROWS[0]
+    runs = [
+        Run(index=i, load_before=(0.1, 0.1, 0.1), steal=steal, results={spec.key: Result([50.0], [48.0])})
+        for i, steal in ((1, 9.7), (2, 1.9), (3, QUIET_STEAL_PERCENT))
+    ]
+    text = render(runs, "full", 9, 5, 1.0)
+    lines = text.splitlines()
+    assert "steal 9.7 % of CPU time (not quiet)" in lines[1]
+    assert "(not quiet)" not in lines[2] and "(not quiet)" not in lines[3]
+    assert lines[4].startswith("run 1 was not on a quiet machine"), lines[4]
+
+    quiet = render(runs[1:], "full", 9, 5, 1.0)
+    assert "not quiet" not in quiet and "quiet machine" not in quiet
