@@ -276,10 +276,10 @@ def _quiet_warning(runs: list[Run]) -> list[str]:
     loud = [str(r.index) for r in runs if is_quiet(r) is False]
     if not loud:
         return []
-    which = f"run {loud[0]} was" if len(loud) == 1 else f"runs {', '.join(loud)} were"
+    which, its = (f"run {loud[0]} was", "its") if len(loud) == 1 else (f"runs {', '.join(loud)} were", "their")
     return [
         f"{which} not on a quiet machine (more than {QUIET_STEAL_PERCENT:g} % of CPU time stolen by the "
-        "hypervisor): its figures show this machine's noise as much as the code, and a target counts as met "
+        f"hypervisor): {its} figures show this machine's noise as much as the code, and a target counts as met "
         "only in three quiet runs"
     ]
 

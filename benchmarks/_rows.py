@@ -158,7 +158,7 @@ ROWS: tuple[Spec, ...] = (
         base="100 sequential sync get (same child)",
         limiter=(
             "a Task (made by gather) and a future per call, and two loop iterations per answer batch: asyncio "
-            "alone (row 2f) takes a third to a half of our time; the baseline got ~3x faster when sync calls "
+            "alone (row 2f) takes about a third of our time; the baseline got ~3x faster when sync calls "
             "moved to their own lanes"
         ),
     ),

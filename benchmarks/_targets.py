@@ -258,8 +258,14 @@ class _BenchChild:
             waiter: asyncio.Future[Any] = loop.create_future()
 
             def on_readable() -> None:
-                if not waiter.done():
-                    waiter.set_result(conn.recv())  # blocking, under the pipe's kernel receive timeout
+                if waiter.done():
+                    return
+                try:
+                    answer = conn.recv()  # blocking, under the pipe's kernel receive timeout
+                except Exception as exc:  # to the awaiting call, not to the loop's log
+                    waiter.set_exception(exc)
+                else:
+                    waiter.set_result(answer)
 
             async def one() -> Any:
                 nonlocal waiter
