@@ -127,7 +127,9 @@ def _load(load: tuple[float, float, float]) -> str:
     return "/".join(f"{x:.2f}" for x in load)
 
 
-def render(runs: list[Run], mode: str, repeats: int, startup_repeats: int, elapsed: float) -> str:
+def render(
+    runs: list[Run], mode: str, repeats: int, startup_repeats: int, elapsed: float, left_out: list[Run] | None = None
+) -> str:
     n = len(runs)
     header = ["figure", "unit", "ours", "ours min..max", "baseline", "base min..max"]
     header += [f"run {r.index}" for r in runs] if n > 1 else ["ratio"]
@@ -184,6 +186,7 @@ def render(runs: list[Run], mode: str, repeats: int, startup_repeats: int, elaps
             f"{_steal(r.steal)}{r.seconds:.0f} s"
             for r in runs
         ),
+        *_left_out(left_out or []),
         *_quiet_warning(runs),
         fmt(header),
         rule,
@@ -197,7 +200,7 @@ def render(runs: list[Run], mode: str, repeats: int, startup_repeats: int, elaps
     return "\n".join(out)
 
 
-def to_json(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
+def to_json(runs: list[Run], meta: dict[str, Any], left_out: list[Run] | None = None) -> dict[str, Any]:
     """Every row of every run (samples, medians, figure) plus the worst-of-N verdict per row."""
     rows = []
     for spec in ROWS:
@@ -239,17 +242,8 @@ def to_json(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
         )
     return {
         "meta": meta,
-        "runs": [
-            {
-                "run": r.index,
-                "load_before": r.load_before,
-                "load_after": r.load_after,
-                "steal_percent": r.steal,
-                "quiet": is_quiet(r),
-                "seconds": r.seconds,
-            }
-            for r in runs
-        ],
+        "runs": [_run_json(r) for r in runs],
+        "left_out": [_run_json(r) for r in left_out or []],
         "rows": rows,
     }
 
@@ -272,6 +266,24 @@ def _steal(percent: float | None) -> str:
     return f"steal {percent:.1f} % of CPU time{loud}, "
 
 
+def _left_out(runs: list[Run]) -> list[str]:
+    if not runs:
+        return []
+    listed = ", ".join(f"run {r.index} ({_steal(r.steal).rstrip(', ') or 'no steal figure'})" for r in runs)
+    return [f"left out (--max-runs), made before the runs above: {listed}"]
+
+
+def _run_json(r: Run) -> dict[str, Any]:
+    return {
+        "run": r.index,
+        "load_before": r.load_before,
+        "load_after": r.load_after,
+        "steal_percent": r.steal,
+        "quiet": is_quiet(r),
+        "seconds": r.seconds,
+    }
+
+
 def _quiet_warning(runs: list[Run]) -> list[str]:
     loud = [str(r.index) for r in runs if is_quiet(r) is False]
     if not loud:
@@ -280,7 +292,7 @@ def _quiet_warning(runs: list[Run]) -> list[str]:
     return [
         f"{which} not on a quiet machine (more than {QUIET_STEAL_PERCENT:g} % of CPU time stolen by the "
         f"hypervisor): {its} figures show this machine's noise as much as the code, and a target counts as met "
-        "only in three quiet runs"
+        "only in three quiet runs (--max-runs makes runs until the last --runs are quiet)"
     ]
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks._report import QUIET_STEAL_PERCENT, Result, Run, render
 from benchmarks._rows import ROW_NAMES, ROWS
+from benchmarks._suite import collect_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,60 @@ def test_a_run_with_more_stolen_time_than_a_quiet_machine_allows_is_flagged():
 
     quiet = render(runs[1:], "full", 9, 5, 1.0)
     assert "not quiet" not in quiet and "quiet machine" not in quiet
+
+
+def _scripted_runs(steals: list[float | None]):
+    """A stand-in for one benchmark run: run i reports the i-th steal figure, and is counted."""
+    made: list[int] = []
+
+    def run_once(index: int) -> Run:
+        made.append(index)
+        return Run(index=index, load_before=(0.1, 0.1, 0.1), steal=steals[index - 1])
+
+    return run_once, made
+
+
+def test_max_runs_keeps_the_first_stretch_of_quiet_runs_and_lists_the_runs_before_it():
+    run_once, made = _scripted_runs([9.7, 1.0, 8.0, 1.0, None, 2.0, 1.0, 1.0])
+    kept, left_out = collect_runs(3, 10, run_once)
+    assert [r.index for r in kept] == [4, 5, 6]  # no steal figure (None) counts as quiet
+    assert [r.index for r in left_out] == [1, 2, 3]
+    assert made == [1, 2, 3, 4, 5, 6]  # stops at once: no run beyond the stretch
+
+    spec = ROWS[0]
+    for run in kept:
+        run.results[spec.key] = Result([50.0], [48.0])
+    lines = render(kept, "full", 9, 5, 1.0, left_out).splitlines()
+    assert lines[4] == (
+        "left out (--max-runs), made before the runs above: run 1 (steal 9.7 % of CPU time (not quiet)), "
+        "run 2 (steal 1.0 % of CPU time), run 3 (steal 8.0 % of CPU time (not quiet))"
+    ), lines[4]
+    assert "not on a quiet machine" not in "\n".join(lines)  # the runs judged were all quiet
+
+
+def test_max_runs_stops_at_its_limit_and_the_table_marks_the_loud_runs():
+    run_once, made = _scripted_runs([9.0, 1.0, 9.0, 9.0])
+    kept, left_out = collect_runs(3, 4, run_once)
+    assert made == [1, 2, 3, 4]
+    assert [r.index for r in kept] == [2, 3, 4] and [r.index for r in left_out] == [1]
+    text = render(kept, "full", 9, 5, 1.0, left_out)
+    assert "runs 3, 4 were not on a quiet machine" in text
+
+
+def test_without_max_runs_exactly_the_runs_asked_are_made():
+    run_once, made = _scripted_runs([9.0, 9.0])
+    kept, left_out = collect_runs(2, 2, run_once)
+    assert made == [1, 2] and [r.index for r in kept] == [1, 2] and left_out == []
+
+
+def test_max_runs_below_runs_is_refused_before_anything_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--runs", "3", "--max-runs", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc
+    assert "--max-runs (2) must be at least --runs (3)" in proc.stderr
+    assert "run 1/" not in proc.stderr + proc.stdout
