@@ -110,6 +110,37 @@ def flaky_agent() -> None:
     threading.Event().wait()
 
 
+def exiting_agent() -> None:
+    """Like agent, but its callbacks try to end the process, or interrupt it, on purpose:
+    ``sys.exit()`` in a sync callback, in an async one after an await, and in a filter;
+    ``raise KeyboardInterrupt`` off the main thread. Each must be logged as raised, and
+    dispatch must go on (the process stays up, its callbacks alive)."""
+    import sys
+
+    @passive_channel.on_receive()
+    def answer(cmd: Any) -> None:
+        if cmd == "exit":
+            sys.exit(3)
+        if cmd == "interrupt":
+            raise KeyboardInterrupt
+        if isinstance(cmd, tuple):
+            _run_command(cmd)
+
+    @passive_channel.on_receive()
+    async def later(cmd: Any) -> None:
+        if cmd == "exit after an await":
+            await asyncio.sleep(0)
+            sys.exit(4)
+
+    def exit_in_filter(cmd: Any) -> bool:
+        if cmd == "exit in a filter":
+            sys.exit(5)
+        return False
+
+    passive_channel.on_receive(exit_in_filter)(lambda cmd: None)
+    threading.Event().wait()
+
+
 def active_echo() -> None:
     """Active mode: echo every message on the passive channel back on the active one."""
     for message in passive_channel:

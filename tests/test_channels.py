@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -119,6 +121,71 @@ def test_callback_exception_is_logged_and_dispatch_goes_on(host, capfd):
     assert get_channel(f"{name}-active").receive(timeout=10) == "still alive"
     out = capfd.readouterr()
     assert "callback failure on purpose" in out.out + out.err
+
+
+def test_a_callback_that_calls_sys_exit_is_logged_and_the_child_goes_on(host, capfd):
+    """sys.exit() in a callback used to end a plain child's dispatch loop: the process stayed
+    up, took messages, and ran no callback again. A callback cannot end its process."""
+    name = unique()
+    bot = host({name: targets.exiting_agent})
+    passive, active = get_channel(f"{name}-passive"), get_channel(f"{name}-active")
+    pid = None
+    for attempt in ("exit", "exit after an await", "exit in a filter", "interrupt"):
+        passive.send(attempt)
+        passive.send(("pid",))
+        got = active.receive(timeout=10)
+        assert pid in (None, got), f"the child was replaced after {attempt!r}"
+        pid = got
+    (status,) = bot.process_manager.status()
+    assert (status.state, status.restarts) == ("running", 0), status
+    out = capfd.readouterr()
+    text = out.out + out.err
+    for code in (3, 4, 5):
+        assert f"SystemExit: {code}" in text, text[-3000:]
+    assert "KeyboardInterrupt" in text
+    assert text.count(" raised") >= 4, text[-3000:]
+
+
+def test_a_host_callback_that_calls_sys_exit_is_logged_and_the_host_goes_on(host, capfd):
+    name, inbox = unique(), unique("inbox")
+    got: list[Any] = []
+    arrived = threading.Event()
+
+    def take(message: Any) -> None:
+        if message == "exit":
+            sys.exit(3)
+        got.append(message)
+        arrived.set()
+
+    host({name: targets.agent})
+    set_channel(inbox, Channel(inbox))
+    get_channel(inbox).on_receive()(take)
+    passive = get_channel(f"{name}-passive")
+    passive.send(("send_on", inbox, "exit"))
+    passive.send(("send_on", inbox, "after"))
+    assert arrived.wait(10), "the host's callbacks stopped after one called sys.exit()"
+    assert got == ["after"]
+    active = get_channel(f"{name}-active")
+    assert [active.receive(timeout=10) for _ in range(2)] == [None, None]  # both sends went through
+    out = capfd.readouterr()
+    assert "SystemExit: 3" in out.out + out.err
+
+
+def test_a_keyboard_interrupt_leaves_a_callback_only_on_the_main_thread():
+    """On the main thread Python raises a real Ctrl+C there: it must stop the process, not be
+    logged as a callback's failure (a NoneBot child runs its callbacks on the main thread)."""
+    from liteyuki.comm._dispatch import dispatcher
+
+    def interrupt(_: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dispatcher.call(interrupt, None, "callback on purpose")
+    returned: list[Any] = []
+    worker = threading.Thread(target=lambda: returned.append(dispatcher.call(interrupt, None, "callback on purpose")))
+    worker.start()
+    worker.join(10)
+    assert returned == [None]  # logged, and the thread goes on
 
 
 def test_messages_sent_before_the_child_registers_its_callback_arrive(host):

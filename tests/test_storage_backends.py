@@ -5,7 +5,9 @@ One host with one child per backend (module-scoped, to keep the suite quick); ea
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -177,6 +179,37 @@ def test_cluster_channel_between_host_and_child(backend):
     assert sorted(ask(CHILD, "cluster_recv", name, 5, 10)) == [0, 1, 2, 3, 4]
     assert ask(CHILD, "cluster_send", name, ["back"]) == "sent"
     assert chan.receive(timeout=10) == "back"
+
+
+def test_a_cluster_callback_that_calls_sys_exit_is_logged_and_the_next_message_runs(backend, capfd):
+    name = unique("exiting")
+    chan = Channel(name, cluster=True)
+    got: list[Any] = []
+    arrived, exited_later = threading.Event(), threading.Event()
+
+    @chan.on_receive()
+    def take(message: Any) -> None:
+        if message == "exit":
+            sys.exit(3)
+        got.append(message)
+        if message == "after":
+            arrived.set()
+
+    @chan.on_receive()
+    async def later(message: Any) -> None:
+        if message == "exit after an await":
+            await asyncio.sleep(0)
+            # Runs after this step, whose SystemExit is logged in the same step.
+            asyncio.get_running_loop().call_soon(exited_later.set)
+            sys.exit(4)
+
+    # From the child: a process is never a receiver of its own messages.
+    assert ask(CHILD, "cluster_send", name, ["exit", "exit after an await", "after"]) == "sent"
+    assert arrived.wait(10), "the cluster channel's callbacks stopped after one called sys.exit()"
+    assert exited_later.wait(10), "the loop stopped after an async callback called sys.exit()"
+    assert got == ["exit after an await", "after"]
+    out = capfd.readouterr()
+    assert "SystemExit: 3" in out.out + out.err and "SystemExit: 4" in out.out + out.err
 
 
 def test_clear_empties_the_store(backend):

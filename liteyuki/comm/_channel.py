@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from . import _context
 from ._context import current
-from ._dispatch import dispatcher
+from ._dispatch import dispatcher, stops_the_process
 from ._errors import (
     ChannelClosedError,
     ChannelTypeError,
@@ -271,7 +271,9 @@ class _FilteredCall:
     def __call__(self, data: Any) -> Any:
         try:
             accepted = self.flt(data)
-        except Exception:
+        except BaseException as exc:  # SystemExit too, as for callbacks (see _dispatch)
+            if stops_the_process(exc):
+                raise
             from ..log import logger
 
             logger.exception(f"filter {_qualname(self.flt)} on channel {self.name!r} raised")
@@ -444,7 +446,8 @@ class Channel(Generic[T]):
         """Decorator: call the function (sync or async) for each message its filter accepts.
 
         Callbacks run on this process's event loop, in registration order per
-        message and in message order per channel; one that raises is logged.
+        message and in message order per channel; one that raises is logged, and
+        the next one runs (``SystemExit`` too: a callback cannot end its process).
         A filter may be sync or async (anything whose result is awaitable is awaited).
         """
         if filter_func is not None and not callable(filter_func):

@@ -14,6 +14,13 @@ Async callbacks start *eagerly*: the coroutine runs synchronously up to its
 first real suspension, and only then becomes a task the dispatcher owns. A
 callback that never awaits anything slow costs no task at all, and callbacks
 start in message order.
+
+Whatever a callback raises is its own failure, logged with the traceback, and the
+next callback runs, ``SystemExit`` included: ``sys.exit()`` in a callback would
+otherwise stop the event loop every other callback (and NoneBot) runs on, or end a
+plain child's dispatch thread and leave the process alive with its callbacks dead.
+The one exception is a ``KeyboardInterrupt`` on the main thread, where Python raises
+a real Ctrl+C: it goes on up, and the process stops.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ if TYPE_CHECKING:
     import asyncio
     from typing import Any
 
-__all__ = ["Dispatcher", "dispatcher", "start_eagerly"]
+__all__ = ["Dispatcher", "dispatcher", "start_eagerly", "stops_the_process"]
 
 
 @types.coroutine
@@ -51,8 +58,21 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any):
                 return stop.value
 
 
-async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _resume(coro, yielded)
+def stops_the_process(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a callback, must go on up rather than be logged as the
+    callback's failure: only a real Ctrl+C (``KeyboardInterrupt`` on the main thread)."""
+    return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any, label: str) -> Any:
+    try:
+        return await _resume(coro, yielded)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # Out of a task, asyncio re-raises these from the loop itself, which would stop it.
+        if stops_the_process(exc):
+            raise
+        logger.opt(exception=exc).error(f"{label} raised")
+        return None
 
 
 def start_eagerly(
@@ -63,10 +83,12 @@ def start_eagerly(
         yielded = coro.send(None)
     except StopIteration:
         return
-    except BaseException:
+    except BaseException as exc:
+        if stops_the_process(exc):
+            raise
         logger.exception(f"{label} raised")
         return
-    task = loop.create_task(_continue(coro, yielded))
+    task = loop.create_task(_continue(coro, yielded, label))
     owner.add(task)
     task.add_done_callback(lambda t: _task_done(t, owner, label))
 
@@ -167,7 +189,9 @@ class Dispatcher:
         """Call a sync or async callback with ``arg`` on the loop thread; log what it raises."""
         try:
             result = func(arg)
-        except Exception:
+        except BaseException as exc:  # SystemExit too (see the module's docstring)
+            if stops_the_process(exc):
+                raise
             logger.exception(f"{label} raised")
             return
         # `is not None` first: a sync callback returns None, and the ABC check costs ~0.5 us.
