@@ -200,3 +200,43 @@ def test_stop_escalates_to_sigkill_for_a_hung_child(host, capfd):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     out = capfd.readouterr().out
     assert "sending SIGTERM" in out and "sending SIGKILL" in out
+
+
+_UNGUARDED_CALL = """\
+import sys
+import time
+
+from liteyuki import LiteyukiBot
+from liteyuki.comm.storage import shared_memory
+
+shared_memory.set("setting", 1)  # top level: runs again in every child, while it starts
+
+
+def target():
+    pass
+
+
+if __name__ == "__main__":
+    bot = LiteyukiBot(pyproject=None, stop_grace=3.0)
+    bot.process_manager.add_target("child", target)
+    with bot.running(timeout=30):
+        deadline = time.monotonic() + 30
+        while bot.process_manager.status()[0].last_exit_code is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the host learns the child's exit code by itself; this only waits for it
+        print("CHILD EXIT CODE", bot.process_manager.status()[0].last_exit_code, flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_storage_call_at_the_top_of_the_main_script_fails_in_the_child_at_once_naming_the_fix(tmp_path):
+    """spawn imports the main script again in each child before the child connects: a call
+    there that waits for the host used to wait out call_timeout, then blame the host."""
+    script = tmp_path / "unguarded_call.py"
+    script.write_text(_UNGUARDED_CALL, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=50)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "CHILD EXIT CODE 1" in proc.stdout, out
+    assert "'set' was called in child process 'child' while it was still starting" in out, out
+    assert 'put it under `if __name__ == "__main__":`' in out, out
+    assert "did not answer" not in out, out

@@ -260,6 +260,8 @@ class ChildRuntime(RuntimeBase):
                 raise self._lane_lost(exc) from exc
             if answer is not None:
                 return _lane_result(*answer)
+        if self._sock is None:
+            self._refuse_before_connect(op)
         waiter = _Waiter()
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout
@@ -267,6 +269,18 @@ class ChildRuntime(RuntimeBase):
             self._pending.pop(ref, None)
             raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
         return waiter.outcome()
+
+    def _refuse_before_connect(self, op: Operation) -> None:
+        """A call that waits for an answer, made before this child connected, on its main
+        thread: the child connects on that thread once the spawn bootstrap has imported the
+        main script, so nothing could answer (it used to wait out ``call_timeout``)."""
+        if threading.current_thread() is threading.main_thread():
+            raise RuntimeError(
+                f"{op.method!r} was called in child process {self.process_name!r} while it was still starting "
+                "(importing the main script, before it connected to the host), where nothing can answer it. "
+                "Code at the top level of the script that starts LiteyukiBot runs again in every child: "
+                'put it under `if __name__ == "__main__":` (see bot.py in the README)'
+            )
 
     async def async_execute(self, op: Operation, timeout: float | None = None) -> bytes | None:
         backend = self.store_backend
