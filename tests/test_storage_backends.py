@@ -68,6 +68,26 @@ def test_keys_of_every_common_type_come_back_with_their_type(backend):
         shared_memory.set([tag], 1)
 
 
+def test_a_key_that_cannot_travel_is_refused_and_changes_nothing(backend):
+    """The host used to store an unpicklable or oversized key as it was; get_all() then failed
+    with a raw PicklingError in every process."""
+    from liteyuki.comm import MessageTooLargeError, SerializationError
+    from liteyuki.comm.lowlevel import current
+
+    key = unique("k")
+    shared_memory.set(key, "kept")
+    before = shared_memory.get_all()
+    with pytest.raises(SerializationError, match=r"^shared_memory key of type function cannot be pickled: "):
+        shared_memory.set(lambda: None, 1)
+    with pytest.raises(SerializationError, match=r"^shared_memory key of type tuple cannot be pickled: "):
+        shared_memory.setdefault(("ok", threading.Lock()), 1)
+    limit = current().max_message_size
+    with pytest.raises(MessageTooLargeError, match=r"^shared_memory key is \d+ bytes pickled, above the maximum"):
+        shared_memory.set("k" * (limit + 1), 1)
+    assert shared_memory.get_all() == before
+    assert ask(CHILD, "call", "get_all")[key] == "kept"
+
+
 def test_atomic_helpers_in_a_child(backend):
     key = unique("k")
     assert ask(CHILD, "call", "setdefault", key, 1) == 1

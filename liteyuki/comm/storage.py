@@ -42,11 +42,24 @@ def _value(value: Any) -> bytes:
     return dumps(value, rt.max_message_size, what="shared_memory value")
 
 
+# Keys of these types always pickle; below this length they cannot come near a message's limit.
+_PLAIN_KEY_TYPES = frozenset({str, int, float, bool, bytes})
+_SHORT_KEY = 4096
+
+
 def _check_key(key: Any) -> None:
     try:
         hash(key)
     except Exception:  # whatever a hostile __hash__ raises, the caller gets TypeError
         raise TypeError(f"shared_memory keys must be hashable, got {type_name(key)}") from None
+    kind = type(key)
+    if kind in _PLAIN_KEY_TYPES and ((kind is not str and kind is not bytes) or len(key) <= _SHORT_KEY):
+        return
+    # The host's memory store keeps keys as they are and pickles them only when another
+    # process asks (get_all, a child's call): a key that cannot be pickled, or is larger than
+    # a message may be, would break those calls for every process. Refused here, alike in
+    # every process and on every backend (a child's request would fail on it anyway).
+    dumps(key, (_context._current or current()).max_message_size, what="shared_memory key")
 
 
 def _ttl(ttl: float | None) -> float | None:
