@@ -42,8 +42,8 @@ def _value(value: Any) -> bytes:
     return dumps(value, rt.max_message_size, what="shared_memory value")
 
 
-# Keys of these types always pickle; below this length they cannot come near a message's limit.
-_PLAIN_KEY_TYPES = frozenset({str, int, float, bool, bytes})
+# Plain keys always pickle; below this size (characters, bytes, or bytes of an int) they
+# cannot come near a message's limit.
 _SHORT_KEY = 4096
 
 
@@ -53,7 +53,13 @@ def _check_key(key: Any) -> None:
     except Exception:  # whatever a hostile __hash__ raises, the caller gets TypeError
         raise TypeError(f"shared_memory keys must be hashable, got {type_name(key)}") from None
     kind = type(key)
-    if kind in _PLAIN_KEY_TYPES and ((kind is not str and kind is not bytes) or len(key) <= _SHORT_KEY):
+    if kind is str or kind is bytes:
+        if len(key) <= _SHORT_KEY:
+            return
+    elif kind is int:
+        if key.bit_length() <= 8 * _SHORT_KEY:
+            return
+    elif kind is float or kind is bool:
         return
     # The host's memory store keeps keys as they are and pickles them only when another
     # process asks (get_all, a child's call): a key that cannot be pickled, or is larger than
