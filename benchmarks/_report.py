@@ -259,17 +259,22 @@ def is_quiet(run: Run) -> bool | None:
     return None if run.steal is None else run.steal <= QUIET_STEAL_PERCENT
 
 
-def _steal(percent: float | None) -> str:
+def _steal_text(percent: float | None) -> str:
     if percent is None:
         return ""
     loud = " (not quiet)" if percent > QUIET_STEAL_PERCENT else ""
-    return f"steal {percent:.1f} % of CPU time{loud}, "
+    return f"steal {percent:.1f} % of CPU time{loud}"
+
+
+def _steal(percent: float | None) -> str:
+    text = _steal_text(percent)
+    return f"{text}, " if text else ""
 
 
 def _left_out(runs: list[Run]) -> list[str]:
     if not runs:
         return []
-    listed = ", ".join(f"run {r.index} ({_steal(r.steal).rstrip(', ') or 'no steal figure'})" for r in runs)
+    listed = ", ".join(f"run {r.index} ({_steal_text(r.steal) or 'no steal figure'})" for r in runs)
     return [f"left out (--max-runs), made before the runs above: {listed}"]
 
 

@@ -50,7 +50,7 @@ from .._threads import QuietThread
 from ..log import logger
 from ._channel import Channel, _hint_name, _qualname, _safe_repr, _same_hint
 from ._context import current
-from ._dispatch import dispatcher, stops_the_process
+from ._dispatch import contained, dispatcher, stops_the_process
 from ._errors import (
     ChannelClosedError,
     ChannelTypeError,
@@ -582,19 +582,8 @@ async def _call_if(func: Callback, flt: FilterFunc, data: Any) -> None:
             await result
 
 
-async def _contained(awaitable: Awaitable[Any], label: str) -> None:
-    """Await ``awaitable``; a ``SystemExit`` it raises is logged here as the callback's failure
-    (out of a task, asyncio would re-raise it from the loop and stop the loop)."""
-    try:
-        await awaitable
-    except (SystemExit, KeyboardInterrupt) as exc:
-        if stops_the_process(exc):
-            raise
-        logger.opt(exception=exc).error(f"{label} raised")
-
-
 async def _all_of(pending: list[tuple[Awaitable[Any], str]]) -> None:
-    outcomes = await asyncio.gather(*(_contained(aw, label) for aw, label in pending), return_exceptions=True)
+    outcomes = await asyncio.gather(*(contained(aw, label) for aw, label in pending), return_exceptions=True)
     for (_, label), outcome in zip(pending, outcomes, strict=True):
         if isinstance(outcome, Exception):
             logger.opt(exception=outcome).error(f"{label} raised")

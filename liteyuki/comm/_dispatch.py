@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 
 from ..log import logger
 from ._loopcall import call_in_loop
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import asyncio
     from typing import Any
 
-__all__ = ["Dispatcher", "dispatcher", "start_eagerly", "stops_the_process"]
+__all__ = ["Dispatcher", "contained", "dispatcher", "start_eagerly", "stops_the_process"]
 
 
 @types.coroutine
@@ -64,15 +64,16 @@ def stops_the_process(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
 
 
-async def _continue(coro: Coroutine[Any, Any, Any], yielded: Any, label: str) -> Any:
+async def contained(awaitable: Awaitable[Any], label: str) -> None:
+    """Await the rest of a callback inside a task; a ``SystemExit`` it raises is logged here
+    as the callback's failure (out of a task, asyncio re-raises it from the loop itself,
+    which would stop the loop). Other exceptions go to the task, as usual."""
     try:
-        return await _resume(coro, yielded)
+        await awaitable
     except (SystemExit, KeyboardInterrupt) as exc:
-        # Out of a task, asyncio re-raises these from the loop itself, which would stop it.
         if stops_the_process(exc):
             raise
         logger.opt(exception=exc).error(f"{label} raised")
-        return None
 
 
 def start_eagerly(
@@ -88,7 +89,7 @@ def start_eagerly(
             raise
         logger.exception(f"{label} raised")
         return
-    task = loop.create_task(_continue(coro, yielded, label))
+    task = loop.create_task(contained(_resume(coro, yielded), label))
     owner.add(task)
     task.add_done_callback(lambda t: _task_done(t, owner, label))
 
