@@ -445,3 +445,48 @@ def loop_maker(name: str) -> None:
     passive_channel.on_receive()(lambda message: None)
     get_channel(f"{name}-active").send(("made on", made_on))
     threading.Event().wait()
+
+
+def numbered_sender() -> None:
+    """On ("send", name, start, count, last): sends ``start .. start+count-1`` on ``name``, then
+    ``last`` unless it is None."""
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        _, name, start, count, last = cmd
+        chan = get_channel(name)
+        for i in range(start, start + count):
+            chan.send(i)
+        if last is not None:
+            chan.send(last)
+
+    threading.Event().wait()
+
+
+def sender_closed_while_waiting(name: str) -> None:
+    """Fills ``name``'s pending window (nobody receives), blocks a send in a thread, closes
+    the end under it, and reports what the blocked send raised and how long it took."""
+    chan = Channel(name)
+    window = lowlevel.current().window
+    for i in range(window):
+        chan.send(i)
+    outcome: list[Any] = []
+
+    def blocked() -> None:
+        t0 = time.monotonic()
+        try:
+            chan.send("blocked", timeout=30)
+            outcome.append(("sent", time.monotonic() - t0))
+        except Exception as exc:
+            outcome.append((type(exc).__name__, time.monotonic() - t0))
+
+    worker = threading.Thread(target=blocked)
+    worker.start()
+    credit = lowlevel.current()._credits[name]
+    deadline = time.monotonic() + 10
+    while not credit._sync_waiters and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling a real condition (the send is waiting) with a deadline
+    chan.close()
+    worker.join(30)
+    active_channel.send(outcome[0] if outcome else ("still blocked", 30.0))
+    threading.Event().wait()

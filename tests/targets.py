@@ -32,6 +32,18 @@ def _call(func: Any, *args: Any) -> Any:
         return exc
 
 
+class ExitOnLoad:
+    """Pickles; unpickling it calls sys.exit(3) (a buggy ``__setstate__``)."""
+
+    def __init__(self) -> None:
+        self.state = 1  # (pickle calls __setstate__ only for an object with state)
+
+    def __setstate__(self, state: Any) -> None:
+        import sys
+
+        sys.exit(3)
+
+
 COMMANDS: dict[str, Any] = {
     "echo": lambda x: x,
     "pid": os.getpid,
@@ -56,6 +68,8 @@ COMMANDS: dict[str, Any] = {
     "cluster_send": lambda name, values: [Channel(name, cluster=True).send(v) for v in values] and "sent",
     "cluster_recv": lambda name, n, timeout: [Channel(name, cluster=True).receive(timeout) for _ in range(n)],
     "cluster_forward": lambda name: _cluster_forward(name),
+    "send_exit_on_load": lambda name: get_channel(name).send(ExitOnLoad()),
+    "typed_end": lambda name: Channel[int](name),
 }
 
 

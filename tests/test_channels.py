@@ -302,3 +302,89 @@ def test_async_receive_with_timeout_parks_no_thread():
         assert set(threading.enumerate()) - before == set()
 
     asyncio.run(main())
+
+
+# -- found by hostile scripts (issue 12, sixth stop) ------------------------------------
+def test_a_message_whose_unpickling_calls_sys_exit_is_dropped_and_counted(host, capfd):
+    """Unpickling runs the receiver's code (``__setstate__``); a SystemExit there used to stop
+    the host's loop and the whole bot ("liteyuki stopped", exit code 0), and to leave a plain
+    child alive with its callbacks dead. It is an undecodable message like any other."""
+    name, inbox = unique(), unique("inbox")
+    bot = host({name: targets.agent})
+    end = Channel(inbox)
+    set_channel(inbox, end)
+    got: list[Any] = []
+    arrived = threading.Event()
+    end.on_receive()(lambda message: (got.append(message), arrived.set()))
+    assert ask(name, "send_exit_on_load", inbox) is None
+    assert ask(name, "send_on", inbox, "after") is None
+    assert arrived.wait(10), "the host's callbacks stopped"
+    assert got == ["after"] and end._state.dropped == 1
+    assert bot.loop is not None and bot.loop.is_running()
+    pid = ask(name, "pid")
+    get_channel(f"{name}-passive").send(targets.ExitOnLoad())  # the child's drain, on its loop
+    assert ask(name, "pid") == pid  # same process, callbacks alive
+    (status,) = bot.process_manager.status()
+    assert (status.state, status.restarts) == ("running", 0), status
+    assert "cannot be unpickled here: SystemExit(3)" in "".join(capfd.readouterr())
+    key = unique("key")
+    shared_memory.set(key, targets.ExitOnLoad())
+    with pytest.raises(SerializationError, match=r"shared_memory value cannot be unpickled here: SystemExit\(3\)"):
+        shared_memory.get(key)
+    failed = ask(name, "get", key)
+    assert isinstance(failed, SerializationError) and "SystemExit(3)" in str(failed)
+    assert ask(name, "pid") == pid
+
+
+def test_async_callbacks_run_in_a_task_from_their_first_step(host):
+    """They used to start eagerly, outside any task: asyncio.current_task() was None there, and
+    asyncio.timeout / anyio.fail_after failed. Any awaitable a callback returns is awaited; a
+    generator returned by mistake is logged (its body never ran)."""
+    import anyio
+
+    name, inbox = unique(), unique("inbox")
+    host({name: targets.agent})
+    end = Channel(inbox)
+    set_channel(inbox, end)
+    seen: list[Any] = []
+    done = threading.Event()
+
+    @end.on_receive()
+    async def timed(message: Any) -> None:
+        task = asyncio.current_task()
+        with anyio.fail_after(5):
+            await asyncio.sleep(0)
+        seen.append(("timed", message, task is not None))
+
+    class Later:
+        def __init__(self, message: Any) -> None:
+            self.message = message
+
+        def __await__(self) -> Any:
+            yield from asyncio.sleep(0).__await__()
+            seen.append(("awaitable", self.message))
+            done.set()
+
+    def by_mistake(message: Any) -> Any:
+        yield message  # a generator function: calling it runs nothing
+
+    end.on_receive()(by_mistake)
+    end.on_receive()(Later)
+    ask(name, "send_on", inbox, "m")
+    assert done.wait(10)
+    assert seen == [("timed", "m", True), ("awaitable", "m")]
+
+
+def test_a_channel_that_arrives_in_a_message_does_not_type_this_process_end(host):
+    """A Channel[int] received from a child used to make this process's untyped end of the
+    same name typed: its own sends of a str then failed. An end made for the arrival takes
+    the sender's type."""
+    name, mine, fresh = unique(), unique("mine"), unique("fresh")
+    host({name: targets.agent})
+    end = Channel(mine)
+    arrived = ask(name, "typed_end", mine)
+    assert arrived is end
+    end.send("a str, as before")  # nobody receives: it waits in the host
+    typed = ask(name, "typed_end", fresh)
+    with pytest.raises(ChannelTypeError, match=r"carries int, got str"):
+        typed.send("not an int")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import threading
@@ -392,3 +393,170 @@ def test_the_ledger_drops_exactly_the_oldest_consumed_entries_on_every_path():
             receiver.inflight.extend(entries)
             _pop_consumed(receiver, consumed)
             assert list(receiver.inflight) == entries[consumed:]
+
+
+# -- closing an end while it is in use (found by hostile scripts, issue 12 sixth stop) ----
+def _hand_over_at_close(host: Any, rounds: int, n: int, receive_until_close: Any) -> list[tuple[list[Any], list[Any]]]:
+    """A child floods a channel that a host end and another child receive on; the host end
+    is closed part-way (``receive_until_close(end, start)`` receives and closes it), and the
+    other child reports what it got until it has every number, then until an "end" the sender
+    sends after that: whatever was handed back at the close had been queued before it, so a
+    message handed on twice arrives before it too. Per round: (host's, other's)."""
+    jobs, report, sender, other = unique("jobs"), unique("report"), unique("s"), unique("o")
+    set_channel(jobs, Channel(jobs))
+    set_channel(report, Channel(report))
+    bot = host({sender: dt.numbered_sender, other: (dt.shared_receiver, (jobs, report))})
+    _wait_for(lambda: _receivers(bot, jobs) == 1, 20, "the other child's receiving end")
+    reports = get_channel(report)
+    outcomes = []
+    for r in range(rounds):
+        start = r * n
+        end = Channel(jobs)  # a new end each round: the last one was closed
+        assert not end.closed
+        get_channel(f"{sender}-passive").send(("send", jobs, start, n, None))
+        mine = receive_until_close(end, start)
+        assert end.closed and Channel(jobs) is not end
+        theirs = []
+        missing = set(range(start, start + n)) - set(mine)
+        while missing:
+            item = reports.receive(timeout=60)[1]
+            theirs.append(item)
+            missing.discard(item)
+        get_channel(f"{sender}-passive").send(("send", jobs, 0, 0, "end"))
+        while (item := reports.receive(timeout=60)[1]) != "end":
+            theirs.append(item)
+        outcomes.append((mine, theirs))
+    return outcomes
+
+
+@pytest.mark.timeout(120)
+def test_a_close_racing_a_receive_on_another_thread_hands_each_message_on_exactly_once(host):
+    """receive() reported what it consumed after letting go of the end's lock; a close() on
+    another thread in between withdrew first, the host ignored the late report, and the last
+    64 messages the host end had received went to the other end too (6 rounds in 10)."""
+    n, rng = 20_000, random.Random(12)
+
+    def receive_until_close(end: Channel[Any], start: int) -> list[Any]:
+        got: list[Any] = []
+        enough, finished = threading.Event(), threading.Event()
+        target = rng.randrange(500, n // 3)
+
+        def receive() -> None:
+            try:
+                while True:
+                    got.append(end.receive(timeout=30))
+                    if len(got) == target:
+                        enough.set()
+            except ChannelClosedError:
+                finished.set()
+
+        threading.Thread(target=receive, daemon=True).start()
+        assert enough.wait(60), f"the host end received {len(got)} of {target}"
+        end.close()  # while the thread goes on receiving
+        assert finished.wait(10)
+        return got
+
+    for r, (mine, theirs) in enumerate(_hand_over_at_close(host, 4, n, receive_until_close)):
+        seen = Counter(mine) + Counter(theirs)
+        twice = sorted(m for m, k in seen.items() if k > 1)
+        assert not twice, f"round {r}: {len(twice)} delivered twice, e.g. {twice[:5]}"
+        assert set(seen) == set(range(r * n, (r + 1) * n)), f"round {r}: lost {r * n + n - len(seen)}"
+
+
+@pytest.mark.timeout(60)
+def test_a_close_from_a_callback_stops_the_callbacks_and_hands_the_rest_of_the_batch_on(host):
+    """The batch a passive end is running was reported consumed before its callbacks ran;
+    close() from a callback used to leave the rest of it running (1,000-4,000 callbacks after
+    close()). Now the callbacks stop, and what the batch had left goes back to the channel."""
+    n, stop_at = 20_000, 500
+
+    def receive_until_close(end: Channel[Any], start: int) -> list[Any]:
+        got: list[Any] = []
+        closed = threading.Event()
+
+        def take(message: Any) -> None:
+            got.append(message)
+            if len(got) == stop_at:
+                end.close()
+                closed.set()
+
+        end.on_receive()(take)
+        assert closed.wait(60)
+        return got
+
+    ((mine, theirs),) = _hand_over_at_close(host, 1, n, receive_until_close)
+    assert len(mine) == stop_at, f"{len(mine) - stop_at} callbacks ran after close()"
+    seen = Counter(mine) + Counter(theirs)
+    assert max(seen.values()) == 1 and set(seen) == set(range(n))
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_name_makes_a_new_end_and_the_closed_one_takes_nothing(host):
+    """Channel(name, buffer_size=...) after close() used to return the closed end and declare
+    it a receiver again: the host handed it messages that nothing would ever read."""
+    name, child = unique("x"), unique()
+    bot = host({child: targets.agent})
+    old = Channel(name, buffer_size=10)
+    set_channel(name, old)
+    old.on_receive()(lambda message: None)
+    old.close()
+    new = Channel(name, buffer_size=10)
+    assert new is not old and old.closed and not new.closed
+    assert get_channel(name) is new
+    assert _receivers(bot, name) == 0  # neither end receives yet
+    ask(child, "send_on", name, "for the new end")
+    assert [s["waiting"] for s in bot.hub.channel_stats() if s["name"] == name] == [1]
+    assert new.receive(timeout=10) == "for the new end"
+    assert "closed, 0 buffered" in repr(old)
+
+
+@pytest.mark.timeout(30)
+def test_close_wakes_a_send_waiting_for_credit_and_nothing_is_sent(host):
+    """A send waiting for credit on an end that another thread closed used to wait out its
+    timeout, then report the channel full (and with a receiver in time, it was sent)."""
+    name = unique("nobody")
+    bot = host(pending_limit=2)
+    chan = Channel(name)
+    chan.send(1)
+    chan.send(2)
+    outcome: list[Any] = []
+
+    def blocked() -> None:
+        try:
+            chan.send(3, timeout=30)
+        except Exception as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=blocked)
+    worker.start()
+    credit = next(r for n, r in bot.hub._routes.items() if n == name).host_credit
+    _wait_for(lambda: credit._sync_waiters == 1, 10, "the send to wait for credit")
+    chan.close()
+    worker.join(5)
+    assert not worker.is_alive(), "close() did not wake the send"
+    assert isinstance(outcome[0], ChannelClosedError)
+    assert str(outcome[0]) == f"channel {name!r} was closed while this send waited"
+    assert [s["waiting"] for s in bot.hub.channel_stats() if s["name"] == name] == [2]
+
+    async def async_blocked() -> Any:
+        other = Channel(unique("nobody"))
+        await other.async_send(1)
+        await other.async_send(2)
+        waiting = asyncio.ensure_future(other.async_send(3, timeout=30))
+        waiters = bot.hub._routes[other.name].host_credit._async_waiters
+        while not waiters and not waiting.done():
+            await asyncio.sleep(0)  # one loop turn at a time until the send waits for credit
+        assert not waiting.done()
+        other.close()
+        return await asyncio.wait_for(waiting, 5)
+
+    with pytest.raises(ChannelClosedError, match=r"was closed while this send waited$"):
+        asyncio.run(async_blocked())
+
+
+@pytest.mark.timeout(60)
+def test_close_in_a_child_wakes_its_send_waiting_for_credit(host):
+    name, child = unique("nobody"), unique()
+    host({child: (dt.sender_closed_while_waiting, (name,))}, pending_limit=3)
+    kind, took = get_channel(f"{child}-active").receive(timeout=45)
+    assert kind == "ChannelClosedError" and took < 5, (kind, took)

@@ -16,14 +16,14 @@ import collections
 import pickle
 import threading
 import time
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from . import _context
 from ._context import current
-from ._dispatch import dispatcher, stops_the_process
+from ._dispatch import dispatcher, is_awaitable, stops_the_process
 from ._errors import (
     ChannelClosedError,
+    ChannelFullError,
     ChannelTypeError,
     CommTimeoutError,
     ReceiveModeError,
@@ -92,9 +92,16 @@ def forget_local_ends() -> None:
 
 
 def _rebuild(name: str, hint: Any) -> Channel[Any]:
-    chan = local_end(name)
-    if hint is not None and chan._state.hint is None:
-        chan._state.hint = hint
+    """A ``Channel`` that arrived in a message: this process's end of it. The sender's element
+    type is taken only by an end made here for it; an end this process has keeps its own
+    (typed or not: typed channels check in the process that declared the type)."""
+    chan = _ends.get(name)
+    if chan is None:
+        chan = Channel(name)
+        state = chan._state
+        with state.lock:  # an end made just now by another thread may have a type already
+            if hint is not None and state.hint is None and not state.declared:
+                state.hint = hint
     return chan
 
 
@@ -119,6 +126,8 @@ class _EndState:
         "lock",
         "mode",
         "name",
+        "report_lock",
+        "running",
         "scheduled",
         "type_check",
         "unreported",
@@ -142,6 +151,12 @@ class _EndState:
         self.declared = False
         self.generation = 0  # bumped by release(): wakes blocked receivers with an error
         self.unreported = 0  # consumed, not yet reported to the runtime as credit
+        # Held while a count of consumed messages travels to the runtime, and by close() while
+        # it takes the count left and withdraws: a report that reached the runtime after the
+        # withdrawal would be ignored there, and those messages handed to another end again.
+        self.report_lock = threading.Lock()
+        # The batch a passive drain is running; close() takes what it has not reached.
+        self.running: collections.deque[bytes] | None = None
         self.dropped = 0  # consumed but could not be unpickled here
         # A list, not a deque: an empty deque holds a 0.5 KB block, and most ends never
         # have an async waiter (1,000 channels: benchmark row 7b).
@@ -172,17 +187,18 @@ class _EndState:
             return rest
 
     # -- consuming ---------------------------------------------------------
-    def _consumed(self, n: int) -> int:
-        """Count ``n`` consumed messages (lock held); the number to report now, or 0."""
+    def _consumed(self, n: int) -> bool:
+        """Count ``n`` consumed messages (lock held); whether to report now (``report()``)."""
         self.unreported += n
-        if self.unreported >= _REPORT_EVERY or not self.buffer:
-            n, self.unreported = self.unreported, 0
-            return n
-        return 0
+        return self.unreported >= _REPORT_EVERY or not self.buffer
 
-    def report(self, n: int, urgent: bool = False) -> None:
-        if n:
-            current().consumed(self.name, n, urgent)
+    def report(self, urgent: bool = False) -> None:
+        """Tell the runtime what was consumed and not yet reported (the credit it gives back)."""
+        with self.report_lock:
+            with self.lock:
+                n, self.unreported = self.unreported, 0
+            if n:
+                current().consumed(self.name, n, urgent)
 
     def drain(self) -> None:
         """Passive mode, on the dispatch loop: run the callbacks for everything buffered."""
@@ -190,30 +206,37 @@ class _EndState:
             self.scheduled = False
             if self.closed:
                 return  # what is buffered goes back to the channel
-            batch = list(self.buffer)
-            self.buffer.clear()
+            if not self.buffer:
+                return
+            batch = self.running = self.buffer
+            self.buffer = collections.deque()
             callbacks = list(self.callbacks)
-            report = self._consumed(len(batch)) if batch else 0
+            self.unreported += len(batch)
         # Reported before the callbacks run, and written now rather than after the writer's
         # coalescing window: a callback that takes its process down (os._exit, a crash in C)
         # does not get the same message again in the successor (no crash loop on one
         # message). Left to the window, the report died with the process when the link had
         # been written less than 20 us before (a restart test saw its "exit" twice).
-        self.report(report, urgent=True)
-        if batch:
-            # Labels once per batch, not per message: they are only read when a callback raises.
-            labelled = [(f, flt, f"callback on channel {self.name!r} {_qualname(f)}") for f, flt in callbacks]
-            for payload in batch:
-                try:
-                    data = loads(payload, what=self.what)
-                except SerializationError:
-                    self.undecodable()
-                    continue
-                for func, flt, label in labelled:
-                    if flt is None:
-                        dispatcher.call(func, data, label)
-                    else:
-                        dispatcher.call(_FilteredCall(func, flt, self.name), data, label)
+        self.report(urgent=True)
+        # Labels once per batch, not per message: they are only read when a callback raises.
+        labelled = [(f, flt, f"callback on channel {self.name!r} {_qualname(f)}") for f, flt in callbacks]
+        take = batch.popleft
+        while batch:  # close() (from a callback or another thread) empties it: callbacks stop
+            try:
+                payload = take()
+            except IndexError:
+                break
+            try:
+                data = loads(payload, what=self.what)
+            except SerializationError:
+                self.undecodable()
+                continue
+            for func, flt, label in labelled:
+                if flt is None:
+                    dispatcher.call(func, data, label)
+                else:
+                    dispatcher.call(_FilteredCall(func, flt, self.name), data, label)
+        self.running = None  # (an empty deque holds a 0.5 KB block: 1,000 channels, row 7b)
 
     def undecodable(self) -> None:
         """A message arrived that cannot be unpickled in this process (a class only the sender
@@ -253,13 +276,6 @@ def _pop_waiters(
     return out
 
 
-def _is_awaitable(value: Any) -> bool:
-    """``inspect.isawaitable`` without importing inspect (~6 ms of a plain child's start-up)."""
-    return isinstance(value, Awaitable) or (
-        isinstance(value, types.GeneratorType) and bool(value.gi_code.co_flags & 0x100)  # CO_ITERABLE_COROUTINE
-    )
-
-
 class _FilteredCall:
     """A callback behind its filter; the filter may be sync or return an awaitable."""
 
@@ -278,7 +294,7 @@ class _FilteredCall:
 
             logger.exception(f"filter {_qualname(self.flt)} on channel {self.name!r} raised")
             return None
-        if _is_awaitable(accepted):
+        if is_awaitable(accepted):
             return self._after(accepted, data)
         if accepted:
             return self.func(data)
@@ -287,7 +303,7 @@ class _FilteredCall:
     async def _after(self, accepted: Awaitable[Any], data: Any) -> None:
         if await accepted:
             result = self.func(data)
-            if _is_awaitable(result):
+            if is_awaitable(result):
                 await result
 
 
@@ -338,9 +354,11 @@ class Channel(Generic[T]):
         # The same end may be "created" again (Channel(name) returns it); only
         # options given explicitly change it.
         state = self._state
+        if buffer_size is not None:  # checked in __new__; its plain value (not a subclass's __ne__)
+            buffer_size = check_size(buffer_size, "buffer_size", maximum=MAX_BUFFER_SIZE)
         if buffer_size is not None and buffer_size != state.capacity:
             state.capacity = buffer_size
-            if state.declared:
+            if state.declared and not state.closed:
                 current().declare_receiver(state)  # the host adjusts the credit it holds
         if type_check is not None:
             state.type_check = type_check
@@ -400,7 +418,12 @@ class Channel(Generic[T]):
             raise unpicklable(data, exc, state.what) from exc
         if len(payload) > runtime.max_message_size:
             raise too_large(len(payload), runtime.max_message_size, state.what)
-        runtime.send(self.name, payload, timeout)
+        try:
+            runtime.send(self.name, payload, timeout)
+        except ChannelFullError:
+            if state.closed:  # close() woke this send while it waited for credit: nothing was sent
+                raise ChannelClosedError(f"channel {self.name!r} was closed while this send waited") from None
+            raise
 
     async def async_send(self, data: T, timeout: float | None = None) -> None:
         """Like ``send``, but waits for credit without blocking the loop (``None``: no time limit)."""
@@ -411,7 +434,12 @@ class Channel(Generic[T]):
         if state.type_check and state.hint is not None:
             self._check(data)
         runtime = current()
-        await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
+        try:
+            await runtime.async_send(self.name, dumps(data, runtime.max_message_size, what=state.what), timeout)
+        except ChannelFullError:
+            if state.closed:  # close() woke this send while it waited for credit: nothing was sent
+                raise ChannelClosedError(f"channel {self.name!r} was closed while this send waited") from None
+            raise
 
     def _element_type(self) -> Any:
         return self._state.hint  # [#11] set by the __orig_class__ setter
@@ -489,7 +517,7 @@ class Channel(Generic[T]):
                 payload = state.buffer.popleft()
                 report = state._consumed(1)
             if report:
-                state.report(report)
+                state.report()
             try:
                 return loads(payload, what=state.what)
             except SerializationError:
@@ -517,7 +545,8 @@ class Channel(Generic[T]):
                     fut = loop.create_future()
                     state.async_waiters.append((loop, fut))
             if fut is None:
-                state.report(report)
+                if report:
+                    state.report()
                 try:
                     return loads(payload, what=state.what)
                 except SerializationError:
@@ -601,10 +630,18 @@ class Channel(Generic[T]):
                 return
             declared = state.declared
         state.shut()
+        runtime = _context._current  # none yet: nothing was ever sent here, nobody waits
+        if runtime is not None:
+            runtime.interrupt_senders(self.name)
+        with _ends_lock:  # Channel(name) from now on makes a new end; this one stays closed
+            if _ends.get(self.name) is self:
+                del _ends[self.name]
         if declared:
-            with state.lock:
-                consumed, state.unreported = state.unreported, 0
-            current().withdraw(state, consumed)
+            with state.report_lock:
+                with state.lock:
+                    consumed, state.unreported = state.unreported, 0
+                    returned = _take_all(state.running)
+                current().withdraw(state, consumed, returned)
 
     def _release(self) -> None:
         self._state.release()
@@ -614,6 +651,18 @@ class Channel(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _take_all(batch: collections.deque[bytes] | None) -> list[bytes]:
+    """Empty ``batch`` one ``popleft`` at a time: each message goes either to a drain that is
+    running it or here, never to both (a drain on the loop thread pops from it unlocked)."""
+    taken: list[bytes] = []
+    while batch:
+        try:
+            taken.append(batch.popleft())
+        except IndexError:
+            break
+    return taken
 
 
 def _discard_waiter(

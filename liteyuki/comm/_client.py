@@ -192,13 +192,23 @@ class ChildRuntime(RuntimeBase):
         if self._broken is None and name in self._sinks:
             self.writer.put((encode(Kind.CONSUMED, name, b"", n),), urgent=urgent)
 
-    def withdraw(self, sink: Any, consumed: int) -> None:
+    def interrupt_senders(self, name: str) -> None:
+        """This process's end of ``name`` closed: its sends waiting for credit give up."""
+        credit = self._credits.get(name)
+        if credit is not None:
+            credit.interrupt()
+
+    def withdraw(self, sink: Any, consumed: int, returned: list[bytes] | None = None) -> None:
         # The host keeps what it handed us and did not hear consumed: it goes back to the
-        # channel from there. What still arrives for this end is dropped here.
+        # channel from there, after what we give back unhandled (``returned``). What still
+        # arrives for this end is dropped here.
         self._sinks.pop(sink.name, None)
         sink.take_unconsumed()
         if self._broken is None:
-            self.writer.put((encode(Kind.WITHDRAW, sink.name, b"", consumed),))
+            name = sink.name
+            for payload in returned or ():
+                self.writer.put((encode(Kind.RETURN, name, payload),))
+            self.writer.put((encode(Kind.WITHDRAW, name, b"", consumed),))
 
     # -- pub/sub ----------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:

@@ -23,11 +23,12 @@ __all__ = ["Credit"]
 class Credit:
     """``available`` units; ``take`` one, ``give`` any number back."""
 
-    __slots__ = ("_async_waiters", "_cond", "_lock", "_sync_waiters", "available", "closed")
+    __slots__ = ("_async_waiters", "_cond", "_lock", "_sync_waiters", "available", "closed", "epoch")
 
     def __init__(self, available: int) -> None:
         self.available = available
         self.closed = False
+        self.epoch = 0  # bumped by interrupt(): whoever waits now gives up
         # ``with self._lock`` is ``with self._cond`` without Condition.__enter__'s Python frame
         # (every message takes and gives credit).
         self._lock = threading.Lock()
@@ -53,15 +54,16 @@ class Credit:
             if timeout <= 0 or self.closed:
                 return False
             deadline = time.monotonic() + timeout
+            epoch = self.epoch
             self._sync_waiters += 1
             try:
-                while self.available <= 0 and not self.closed:
+                while self.available <= 0 and not self.closed and self.epoch == epoch:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self._cond.wait(remaining):
                         if self.available > 0:
                             break
                         return False
-                if self.closed and self.available <= 0:
+                if (self.closed and self.available <= 0) or self.epoch != epoch:
                     return False
                 self.available -= 1
                 return True
@@ -74,8 +76,11 @@ class Credit:
 
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        epoch = self.epoch
         while True:
             with self._lock:
+                if self.epoch != epoch:
+                    return False
                 if self.available > 0:
                     self.available -= 1
                     return True
@@ -116,6 +121,13 @@ class Credit:
         """Wake every waiter; later takes fail unless units remain."""
         with self._lock:
             self.closed = True
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Every take waiting now returns False (its sender's end closed); later takes are
+        not affected."""
+        with self._lock:
+            self.epoch += 1
             self._cond.notify_all()
             wake, self._async_waiters = self._async_waiters, []
         for loop, fut in wake:

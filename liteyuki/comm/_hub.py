@@ -53,7 +53,7 @@ _RETURNED = "\0returned"  # sender of a message handed back by an end that left:
 class _Receiver:
     """One receiving end of a channel: in the host, or in a child."""
 
-    __slots__ = ("credit", "inflight", "peer", "process", "sink")
+    __slots__ = ("credit", "inflight", "peer", "process", "returned", "sink")
 
     def __init__(self, process: str, credit: int, sink: Any = None, peer: _Peer | None = None) -> None:
         self.process = process
@@ -62,6 +62,9 @@ class _Receiver:
         self.peer = peer  # the child's link; None for the host's own end
         # (sequence number, payload) handed to this end and not yet reported consumed
         self.inflight: collections.deque[tuple[int, bytes]] = collections.deque()
+        # Messages it reported consumed but gives back unhandled (it closed mid-batch); they
+        # go back to the channel with its withdrawal, ahead of the ledger's (see _hand_back).
+        self.returned: list[bytes] | None = None
 
 
 class _Route:
@@ -263,7 +266,13 @@ class Hub(RuntimeBase):
             _pop_consumed(receiver, n)
             self._pump(route)
 
-    def withdraw(self, sink: Any, consumed: int) -> None:
+    def interrupt_senders(self, name: str) -> None:
+        """This process's end of ``name`` closed: its sends waiting for credit give up."""
+        route = self._routes.get(name)
+        if route is not None:
+            route.host_credit.interrupt()
+
+    def withdraw(self, sink: Any, consumed: int, returned: list[bytes] | None = None) -> None:
         with self._lock:
             route = self._routes.get(sink.name)
             receiver = route and _find(route, HOST)
@@ -272,6 +281,7 @@ class Hub(RuntimeBase):
             route.receivers.remove(receiver)
             sink.take_unconsumed()  # the same messages as the ledger's, which has their numbers
             _pop_consumed(receiver, consumed)
+            receiver.returned = returned
             _hand_back(route, receiver)
             self._pump(route)
 
@@ -572,6 +582,8 @@ class Hub(RuntimeBase):
                     self._pump(route)
             elif kind is Kind.WITHDRAW:
                 self._peer_consumed(peer, frame.name, frame.ref, withdraw=True)
+            elif kind is Kind.RETURN:
+                self._peer_returned(peer, frame.name, frame.payload)
             elif kind is Kind.PUBLISH:
                 self.publish(frame.name, frame.payload)
             elif kind is Kind.SUBSCRIBE:
@@ -642,6 +654,16 @@ class Hub(RuntimeBase):
                 receiver.credit += n
             self._pump(route)
 
+    def _peer_returned(self, peer: _Peer, name: str, payload: bytes) -> None:
+        with self._lock:
+            route = self._routes.get(name)
+            receiver = route and _find(route, peer.name)
+            if receiver is None:
+                raise ProtocolError(f"child {peer.name!r} gave back a message on {name!r}, where it does not receive")
+            if receiver.returned is None:
+                receiver.returned = []
+            receiver.returned.append(payload)
+
     def _answer(self, op_name: str, payload: bytes) -> tuple[Kind, bytes]:
         """Carry out a child's request: (RESULT, pickled answer) or (FAILURE, pickled error)."""
         if (op_name == "Get" or op_name == "Set") and self.store_backend is None:
@@ -674,7 +696,7 @@ class Hub(RuntimeBase):
         ~70 us round trip); this one is ~1 us warm against ~2 us."""
         try:
             fields = pickle.loads(payload)
-        except Exception:
+        except BaseException:  # SystemExit from a key's class too: the general path names it
             return None
         if type(fields) is not tuple:
             return None
@@ -755,9 +777,16 @@ def _pop_consumed(receiver: _Receiver, n: int) -> None:
 
 def _hand_back(route: _Route, receiver: _Receiver) -> None:
     """What an end that left held unconsumed goes back to the queue, by send order: before
-    everything sent after it (it may then reach another end after later messages)."""
+    everything sent after it (it may then reach another end after later messages). What it
+    gave back unhandled (``returned``) was sent before all of that: it goes first."""
     returned = sorted(receiver.inflight, key=lambda item: item[0])
     receiver.inflight.clear()
+    given, receiver.returned = receiver.returned, None
+    if given:
+        # Numbered just below everything still queued or held: the merge puts them first.
+        pending = route.pending
+        first = min(returned[0][0] if returned else route.next_seq, pending[0][0] if pending else route.next_seq)
+        returned[:0] = zip(range(first - len(given), first), given, strict=True)
     if not returned:
         return
     back = [(seq, _RETURNED, -1, payload) for seq, payload in returned]

@@ -64,10 +64,17 @@ def safe_str(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _plain(value: int | float) -> int | float:
+    """An int or float subclass's value as a plain int or float, read by the base type's own
+    slot: none of the subclass's methods (a hostile ``__lt__``, ``__ne__``) runs after the check."""
+    return int.__index__(value) if isinstance(value, int) else float.__float__(value)
+
+
 def check_number(value: Any, name: str, *, minimum: float | None = None, above: float | None = None) -> float:
     """A finite int or float (not bool), ``>= minimum`` / ``> above`` when given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be an int or float, got {type_name(value)}")
+    value = _plain(value)
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
@@ -87,7 +94,7 @@ def check_timeout(value: Any, name: str = "timeout") -> float | None:
         return None
     if (type(value) is float or type(value) is int) and 0 <= value <= MAX_SECONDS:
         return value  # the common case, checked in one line: every receive() passes a timeout
-    check_number(value, name, minimum=0)
+    value = check_number(value, name, minimum=0)
     if value > MAX_SECONDS:
         raise ValueError(f"{name} must be at most {MAX_SECONDS:.0f} s (None waits the default), got {value!r}")
     return value
@@ -99,6 +106,7 @@ def check_ttl(value: Any, name: str = "ttl") -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a positive number of seconds or None, got {type_name(value)}")
+    value = _plain(value)
     try:
         finite = math.isfinite(value)
     except OverflowError:
@@ -114,10 +122,11 @@ def check_size(value: Any, name: str, *, minimum: int = 1, maximum: int | None =
     """An int (not bool) in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type_name(value)}")
+    value = int.__index__(value)
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and <= {maximum}" if maximum is not None else ""
         raise ValueError(f"{name} must be >= {minimum}{upper}, got {value!r}")
-    return int(value)
+    return value
 
 
 def check_bool(value: Any, name: str) -> bool:

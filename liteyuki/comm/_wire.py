@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import pickle
 import struct
+import threading
 
 from ._errors import MessageTooLargeError, ProtocolError, SerializationError
 from ._validate import safe_repr, safe_str, type_name
@@ -65,6 +66,9 @@ class Kind(enum.IntEnum):
     SEND_CREDIT = 9  # host -> child: ``ref`` more messages may be sent on channel ``name``
     CONSUMED = 10  # child -> host: the receiving end of ``name`` consumed ``ref`` more messages
     WITHDRAW = 11  # child -> host: the end of ``name`` closed after consuming ``ref`` more messages
+    # child -> host, just before a WITHDRAW: one message the closing end was handed and reported
+    # consumed, but never handled (it closed in the middle of a batch); it goes back to the channel
+    RETURN = 12
 
 
 class Frame(NamedTuple):
@@ -302,5 +306,10 @@ def loads(data: bytes, what: str = "value") -> Any:
     """Unpickle ``data``; any failure becomes ``SerializationError`` with the cause chained."""
     try:
         return pickle.loads(data)
-    except Exception as exc:
+    except BaseException as exc:
+        # A class whose unpickling raises SystemExit (or KeyboardInterrupt, off the main thread,
+        # where no real Ctrl+C lands) fails like any other: it must not end the receiving thread,
+        # its event loop, or its process. A real Ctrl+C on the main thread goes on up.
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            raise
         raise SerializationError(f"{what} cannot be unpickled here: {safe_repr(exc, 1000)}") from exc

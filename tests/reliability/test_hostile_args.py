@@ -14,6 +14,7 @@ import pytest
 from liteyuki.comm import (
     Channel,
     ChannelTypeError,
+    CommTimeoutError,
     SerializationError,
     get_channel,
     set_channel,
@@ -135,6 +136,39 @@ def test_bad_channel_options_change_nothing(kwargs, error, message):
     with pytest.raises(error, match=message):
         Channel(existing.name, **kwargs)
     assert existing._state.capacity == 7 and existing._state.type_check is True
+
+
+class Spiteful(int):
+    """An int subclass whose comparisons raise: once accepted, its plain value is used."""
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("hostile __ne__")
+
+    __eq__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__  # type: ignore[assignment]
+    __hash__ = int.__hash__
+
+
+class SpitefulFloat(float):
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("hostile __lt__")
+
+    __le__ = __gt__ = __ge__ = __lt__  # type: ignore[assignment]
+
+
+def test_number_subclasses_are_used_as_their_plain_value():
+    """A buffer_size whose __ne__ raised used to fail in Channel.__init__, after __new__ had
+    made the end."""
+    chan = Channel(unique("spite"), buffer_size=Spiteful(5))
+    assert chan._state.capacity == 5 and type(chan._state.capacity) is int
+    assert Channel(chan.name, buffer_size=Spiteful(6)) is chan and chan._state.capacity == 6
+    with pytest.raises(CommTimeoutError):
+        chan.receive(timeout=SpitefulFloat(0.01))
+    key = unique("k")
+    shared_memory.set(key, 1, ttl=SpitefulFloat(60.0))
+    assert 0 < shared_memory.ttl(key) <= 60
+    with pytest.raises(TypeError, match=r"^amount must be an int or float, got Spiteful$"):
+        shared_memory.incr(key, Spiteful(2))  # the host unpickles amounts: exactly int or float
+    assert shared_memory.get(key) == 1
 
 
 @pytest.mark.parametrize(("timeout", "error", "message"), BAD_TIMEOUTS)
