@@ -25,9 +25,9 @@ def _incr_many(key: str, n: int, threads: int) -> str:
     return "done"
 
 
-def _call(func: Any, *args: Any) -> Any:
+def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return func(*args)
+        return func(*args, **kwargs)
     except Exception as exc:  # the test looks at the exception itself
         return exc
 
@@ -42,6 +42,28 @@ class ExitOnLoad:
         import sys
 
         sys.exit(3)
+
+
+class MutableKey:
+    """A hashable key whose hash and equality follow a mutable attribute (a careless but
+    legal key): the store must keep its own copy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MutableKey) and other.name == self.name
+
+
+def _timed_call(op: str, args: tuple[Any, ...], timeout: float) -> tuple[Any, float]:
+    import time
+
+    t0 = time.monotonic()
+    result = _call(getattr(shared_memory, op), *args, **{"timeout": timeout})
+    return result, time.monotonic() - t0
 
 
 COMMANDS: dict[str, Any] = {
@@ -70,6 +92,8 @@ COMMANDS: dict[str, Any] = {
     "cluster_forward": lambda name: _cluster_forward(name),
     "send_exit_on_load": lambda name: get_channel(name).send(ExitOnLoad()),
     "typed_end": lambda name: Channel[int](name),
+    "timed_call": _timed_call,
+    "get_all": lambda: _call(shared_memory.get_all),
 }
 
 

@@ -268,6 +268,8 @@ class ChildRuntime(RuntimeBase):
                     answer = lanes.call(type(op).__name__, payload, limit)
             except ConnectionError as exc:
                 raise self._lane_lost(exc) from exc
+            except CommTimeoutError:  # named like the main link's: the method, not the class
+                raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s") from None
             if answer is not None:
                 return _lane_result(*answer)
         if self._sock is None:

@@ -53,9 +53,13 @@ _TIMEVAL = struct.Struct("@ll")
 
 def _set_timeout(sock: socket.socket, seconds: float) -> None:
     # A kernel timeout (SO_RCVTIMEO) rather than a Python-level one: no poll before
-    # every recv, and the socket stays in blocking mode.
+    # every recv, and the socket stays in blocking mode. Zero there means "never time out":
+    # a timeout of 0 (or below a microsecond) is one microsecond, the least the kernel takes.
     whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
+    micros = int((seconds - whole) * 1e6)
+    if whole == 0 and micros == 0:
+        micros = 1
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, micros))
 
 
 class _Lane:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import pickle
 import threading
 import weakref
@@ -60,6 +61,11 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _INT64 = range(-(2**63), 2**63)
 _SCAN_COUNT = 500
 _TIMED_CLIENTS = 4  # distinct per-call timeouts with a client of their own
+# A call's own timeout is rounded down to a step of this series (1 ms x 2**(k/4)): a timeout
+# computed from a deadline is a new float every call, and a client per float made a pool
+# and a connection per call. The step is at most ~16 % below what the caller asked for.
+_STEP = 2 ** 0.25
+_SHORTEST = 0.001  # a socket timeout of 0 would make the socket non-blocking
 _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
 
 
@@ -149,6 +155,11 @@ def from_cell(cell: bytes) -> bytes:
         raise SerializationError(f"the value {cell[:40]!r} in Redis was not stored by shared_memory") from None
 
 
+# An int key is written as its digits below this many bits (~3,900 digits): Python converts
+# at most 4,300 digits to text (sys.get_int_max_str_digits); a larger one is pickled.
+_INT_AS_TEXT = 13_000
+
+
 class _Keys:
     """Store keys ↔ Redis keys under ``{ns}:kv:``."""
 
@@ -164,7 +175,7 @@ class _Keys:
                 return self.prefix + b"s" + key.encode()
             except UnicodeEncodeError:  # lone surrogates: fall through to the pickle
                 pass
-        elif kind is int:
+        elif kind is int and key.bit_length() <= _INT_AS_TEXT:
             return self.prefix + b"i" + str(key).encode()
         elif kind is bytes:
             return self.prefix + b"b" + key
@@ -183,8 +194,13 @@ class _Keys:
         raise ValueError(f"unknown key tag {tag!r}")
 
 
+# Redis refuses an expiry past 2**63 ms from now (about 292 million years); the memory store
+# takes any finite ttl. Longer ones are clamped here: nobody can tell the difference.
+_MAX_MS = 2**62
+
+
 def _ms(ttl: float) -> int:
-    return max(1, round(ttl * 1000))
+    return min(_MAX_MS, max(1, round(ttl * 1000)))
 
 
 def _number(key: Any, cell: bytes | None) -> int | float:
@@ -235,13 +251,24 @@ class RedisStore:
             else:
                 result = self._drive(self._plan(op), client)
         except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
-            self.health.failed(exc)
+            if not self._own_timeout(exc, timeout):
+                self.health.failed(exc)
             raise translate(exc, self.settings, op.method) from exc
         except self._redis.RedisError as exc:
             raise translate(exc, self.settings, op.method) from exc
         if self.health.down_since is not None:
             self.health.ok()
         return result
+
+    def _own_timeout(self, exc: BaseException, timeout: float | None) -> bool:
+        """Whether ``exc`` is only a call's own timeout, shorter than ``call_timeout``, running
+        out: that says nothing about the server, which must not be marked down for every
+        caller of this process (a call with ``timeout=0.001`` did that)."""
+        return (
+            timeout is not None
+            and timeout < self.settings.call_timeout
+            and isinstance(exc, (self._redis.TimeoutError, TimeoutError))
+        )
 
     def _drive(self, plan: Plan, client: Any) -> bytes | None:
         try:
@@ -260,14 +287,19 @@ class RedisStore:
         """A client whose socket timeout is ``timeout`` (sync redis-py has no per-command timeout)."""
         if timeout == self.settings.call_timeout:
             return self._client
+        if timeout <= _SHORTEST:
+            timeout = _SHORTEST
+        else:
+            timeout = _SHORTEST * _STEP ** math.floor(math.log(timeout / _SHORTEST, _STEP) + 1e-9)
         with self._timed_lock:
             client = self._timed.pop(timeout, None)
             if client is None:
                 client = replace(self.settings, call_timeout=timeout).client()
             self._timed[timeout] = client  # most recently used last
             if len(self._timed) > _TIMED_CLIENTS:
-                oldest = next(iter(self._timed))
-                self._timed.pop(oldest).close()
+                # Not closed here: another thread may be in a call on it. Its pool closes its
+                # connections when the last reference goes.
+                del self._timed[next(iter(self._timed))]
         return client
 
     def _call(self, client: Any, command: Command) -> Any:
@@ -286,7 +318,8 @@ class RedisStore:
         try:
             result = await asyncio.wait_for(self._run_async(op), limit)
         except asyncio.TimeoutError as exc:
-            self.health.failed(exc)
+            if not self._own_timeout(exc, timeout):
+                self.health.failed(exc)
             raise StorageUnavailableError(
                 f"redis at {self.settings.where} did not answer {op.method!r} within {limit} s"
             ) from None
@@ -476,8 +509,21 @@ class RedisStore:
                 if cell is None:
                     continue  # deleted or expired since the SCAN
                 try:
-                    items.append((self.keys.decode(name), from_cell(cell)))
-                except Exception as exc:  # one foreign key must not make get_all unusable
+                    key = self.keys.decode(name)
+                except Exception as exc:
+                    if name[len(self.keys.prefix) : len(self.keys.prefix) + 1] == b"p":
+                        # A key shared_memory wrote, of a class this process cannot import: the
+                        # caller is told, as for a value it cannot unpickle (never a silent gap).
+                        raise SerializationError(
+                            f"shared_memory key {name!r} cannot be unpickled here: {safe_repr(exc, 1000)}"
+                        ) from exc
+                    from ..log import logger  # one foreign key must not make get_all unusable
+
+                    logger.warning(f"get_all skipped Redis key {name!r}, not written by shared_memory: {exc}")
+                    continue
+                try:
+                    items.append((key, from_cell(cell)))
+                except Exception as exc:  # a foreign value under a key of ours: as before
                     from ..log import logger
 
                     logger.warning(f"get_all skipped Redis key {name!r}, not written by shared_memory: {exc}")

@@ -47,7 +47,8 @@ def _value(value: Any) -> bytes:
 _SHORT_KEY = 4096
 
 
-def _check_key(key: Any) -> None:
+def _check_key(key: Any) -> Any:
+    """``key`` checked, as the store will keep it: a plain key as it is, any other as a copy."""
     try:
         hash(key)
     except Exception:  # whatever a hostile __hash__ raises, the caller gets TypeError
@@ -55,17 +56,20 @@ def _check_key(key: Any) -> None:
     kind = type(key)
     if kind is str or kind is bytes:
         if len(key) <= _SHORT_KEY:
-            return
+            return key
     elif kind is int:
         if key.bit_length() <= 8 * _SHORT_KEY:
-            return
+            return key
     elif kind is float or kind is bool:
-        return
+        return key
     # The host's memory store keeps keys as they are and pickles them only when another
     # process asks (get_all, a child's call): a key that cannot be pickled, or is larger than
     # a message may be, would break those calls for every process. Refused here, alike in
     # every process and on every backend (a child's request would fail on it anyway).
-    dumps(key, (_context._current or current()).max_message_size, what="shared_memory key")
+    raw = dumps(key, (_context._current or current()).max_message_size, what="shared_memory key")
+    # And kept as a copy: the caller's own object, changed after the call (a hashable object
+    # with a mutable attribute), would rename the key, or break get_all(), for every process.
+    return loads(raw, what="shared_memory key")
 
 
 def _ttl(ttl: float | None) -> float | None:
@@ -92,42 +96,42 @@ def _snapshot(raw: bytes | None) -> dict[Any, Any]:
 
 # Operations are built (and their arguments checked) before anything is sent.
 def _set(key: Any, value: Any, ttl: float | None) -> Set:
-    _check_key(key)
+    key = _check_key(key)
     return Set(key, _value(value), _ttl(ttl))
 
 
 def _get(key: Any) -> Get:
-    _check_key(key)
+    key = _check_key(key)
     return Get(key)
 
 
 def _delete(key: Any, ignore_key_error: bool) -> Delete:
-    _check_key(key)
+    key = _check_key(key)
     return Delete(key, check_bool(ignore_key_error, "ignore_key_error"))
 
 
 def _expire(key: Any, ttl: float | None) -> Expire:
-    _check_key(key)
+    key = _check_key(key)
     return Expire(key, _ttl(ttl))
 
 
 def _ttl_op(key: Any) -> Ttl:
-    _check_key(key)
+    key = _check_key(key)
     return Ttl(key)
 
 
 def _pop(key: Any, default: Any) -> Pop:
-    _check_key(key)
+    key = _check_key(key)
     return Pop(key, None if default is _MISSING else _value(default))
 
 
 def _setdefault(key: Any, default: Any) -> SetDefault:
-    _check_key(key)
+    key = _check_key(key)
     return SetDefault(key, _value(default))
 
 
 def _incr(key: Any, amount: Any) -> Incr:
-    _check_key(key)
+    key = _check_key(key)
     # Exactly int or float: the host unpickles the amount, and must not import a subclass.
     if type(amount) not in (int, float):
         raise TypeError(f"amount must be an int or float, got {type_name(amount)}")
@@ -135,7 +139,7 @@ def _incr(key: Any, amount: Any) -> Incr:
 
 
 def _compare_and_set(key: Any, expected: Any, new: Any) -> CompareAndSet:
-    _check_key(key)
+    key = _check_key(key)
     return CompareAndSet(key, None if expected is None else _value(expected), _value(new))
 
 
@@ -157,8 +161,17 @@ class KeyValueStore:
         _execute(_delete(key, ignore_key_error), timeout)
 
     def pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
-        """Remove ``key`` and return its value (``KeyError`` if absent and no default)."""
-        return _decode(_execute(_pop(key, default), timeout))
+        """Remove ``key`` and return its value (``KeyError`` if absent and no default).
+
+        A value this process cannot unpickle raises ``SerializationError`` and is put
+        back (without its expiry) unless the key was set again in the meantime."""
+        op = _pop(key, default)
+        raw = _execute(op, timeout)
+        try:
+            return _decode(raw)
+        except SerializationError:
+            _execute(SetDefault(op.key, raw), timeout)
+            raise
 
     def setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         """Return the value of ``key``; store and return ``default`` if it is absent."""
@@ -199,7 +212,13 @@ class KeyValueStore:
         await _async_execute(_delete(key, ignore_key_error), timeout)
 
     async def async_pop(self, key: Any, default: Any = _MISSING, *, timeout: float | None = None) -> Any:
-        return _decode(await _async_execute(_pop(key, default), timeout))
+        op = _pop(key, default)
+        raw = await _async_execute(op, timeout)
+        try:
+            return _decode(raw)
+        except SerializationError:  # put back, as in pop()
+            await _async_execute(SetDefault(op.key, raw), timeout)
+            raise
 
     async def async_setdefault(self, key: Any, default: Any = None, *, timeout: float | None = None) -> Any:
         return _decode(await _async_execute(_setdefault(key, default), timeout))
@@ -230,8 +249,7 @@ class KeyValueStore:
 
     async def async_publish(self, channel: str, data: Any) -> None:
         """``publish`` for code on an event loop: never blocks the loop."""
-        if not isinstance(channel, str) or not channel or len(channel) > 200:
-            raise ValueError(f"publish channel must be a non-empty str of at most 200 characters, got {channel!r:.80}")
+        channel = check_name(channel, "channel")  # the same checks and errors as publish()
         rt = current()
         await rt.async_publish(channel, dumps(data, rt.max_message_size, what=f"data published on {channel!r}"))
 
