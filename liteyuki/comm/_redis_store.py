@@ -64,7 +64,7 @@ _TIMED_CLIENTS = 4  # distinct per-call timeouts with a client of their own
 # A call's own timeout is rounded down to a step of this series (1 ms x 2**(k/4)): a timeout
 # computed from a deadline is a new float every call, and a client per float made a pool
 # and a connection per call. The step is at most ~16 % below what the caller asked for.
-_STEP = 2 ** 0.25
+_STEP = 2**0.25
 _SHORTEST = 0.001  # a socket timeout of 0 would make the socket non-blocking
 _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
 
