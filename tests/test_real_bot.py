@@ -249,6 +249,34 @@ def test_every_driver_stops_cleanly(tmp_path: Path, project_bot: Any, driver: st
     assert "CancelledError" not in tail and "force quit" not in tail.lower().replace("(ctrl+c to force quit)", "")
 
 
+@pytest.mark.parametrize(
+    "listed",
+    [
+        '[tool.nonebot.plugins]\n"@local" = []\n"nonebot-plugin-liteyuki-comm" = ["nonebot_plugin_liteyuki_comm"]\n',
+        '[tool.nonebot]\nplugins = ["nonebot_plugin_liteyuki_comm"]\n',
+    ],
+    ids=["nb-plugin-install", "legacy-list"],
+)
+def test_bot_py_runs_when_the_project_lists_the_bridge_plugin(tmp_path: Path, project_bot: Any, listed: str) -> None:
+    """`nb plugin install nonebot-plugin-liteyuki-comm` lists the bridge in pyproject.toml; bot.py
+    loaded it, then the toml's plugins with it again: NoneBot refused ("Plugin already exists")
+    and the child crashed and restarted in a loop."""
+    project = make_project(tmp_path, {"DRIVER": "~none"})
+    config = project / "pyproject.toml"
+    text = config.read_text()
+    if listed.startswith("[tool.nonebot.plugins]"):
+        text = text.replace('[tool.nonebot.plugins]\n"@local" = []\n', listed)
+    else:
+        text = text.replace("[tool.nonebot]\n", listed).replace('[tool.nonebot.plugins]\n"@local" = []\n', "")
+    config.write_text(text)
+    bot = project_bot(project)
+    bot.wait_for("TEST PLUGIN STARTED", 60)
+    out = bot.output
+    assert "already exists" not in out and "crashed" not in out, out
+    assert out.count('Succeeded to load plugin "nonebot_plugin_liteyuki_comm"') == 1, out
+    bot.stop_and_check("group")
+
+
 def test_bot_py_without_main_guard_fails_at_once_naming_the_fix(tmp_path: Path, project_bot: Any) -> None:
     unguarded = textwrap.dedent(
         """\

@@ -97,8 +97,28 @@ def run_nonebot(pyproject: str | Path = "pyproject.toml", **nonebot_config: Any)
     if isinstance(builtin, list) and builtin:
         nonebot.load_builtin_plugins(*builtin)
     if table:
-        nonebot.load_from_toml(str(file))
+        plugins, plugin_dirs = _toml_plugins(table)
+        nonebot.load_all_plugins(plugins, plugin_dirs)
     nonebot.run()
+
+
+def _toml_plugins(table: dict[str, Any]) -> tuple[set[str], list[str]]:
+    """What ``nonebot.load_from_toml`` loads from ``[tool.nonebot]`` (both formats), less this
+    bridge, loaded above already: ``nb plugin install nonebot-plugin-liteyuki-comm`` lists it
+    there, and NoneBot refuses a plugin loaded twice ("Plugin already exists")."""
+    plugins = table.get("plugins", {})
+    plugin_dirs = table.get("plugin_dirs", [])
+    if not isinstance(plugins, (list, dict)):
+        raise TypeError("[tool.nonebot] plugins must be a list or a table of plugin names")
+    if not isinstance(plugin_dirs, list):
+        raise TypeError("[tool.nonebot] plugin_dirs must be a list of directories")
+    if isinstance(plugins, list):
+        logger.warning("Legacy project format found! Upgrade with `nb upgrade-format`.")
+        names = set(plugins)
+    else:
+        names = {name for modules in plugins.values() for name in modules}
+    names.discard(PLUGIN)
+    return names, plugin_dirs
 
 
 CONSOLE = "nonebot.adapters.console"
