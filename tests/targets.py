@@ -66,6 +66,17 @@ def _timed_call(op: str, args: tuple[Any, ...], timeout: float) -> tuple[Any, fl
     return result, time.monotonic() - t0
 
 
+def _fork_sleeper() -> int:
+    """Fork a copy of this child that does nothing until killed (it holds every fd we hold)."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            signal.pause()
+    return pid
+
+
 COMMANDS: dict[str, Any] = {
     "echo": lambda x: x,
     "pid": os.getpid,
@@ -93,6 +104,7 @@ COMMANDS: dict[str, Any] = {
     "send_exit_on_load": lambda name: get_channel(name).send(ExitOnLoad()),
     "typed_end": lambda name: Channel[int](name),
     "timed_call": _timed_call,
+    "fork_sleeper": _fork_sleeper,
     "get_all": lambda: _call(shared_memory.get_all),
 }
 
@@ -268,3 +280,29 @@ def stubborn() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     active_channel.send("ignoring signals")
     threading.Event().wait()
+
+
+def forks_then_serves() -> None:
+    """Forks first; the copy returns from the target (and so ends in the bootstrap's clean-up),
+    then this process serves commands like agent, once the copy is gone."""
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.waitpid(pid, 0)
+    agent()
+
+
+def exits_with_a_message() -> None:
+    import sys
+
+    sys.exit("fatal: a message for the log")
+
+
+def returns_leaving_a_worker() -> None:
+    """Starts a (non-daemon) thread that answers on the channels, and returns."""
+
+    def serve() -> None:
+        for message in passive_channel:
+            active_channel.send(("worker", message))
+
+    threading.Thread(target=serve, name="worker").start()

@@ -240,3 +240,87 @@ def test_a_storage_call_at_the_top_of_the_main_script_fails_in_the_child_at_once
     assert "'set' was called in child process 'child' while it was still starting" in out, out
     assert 'put it under `if __name__ == "__main__":`' in out, out
     assert "did not answer" not in out, out
+
+
+# -- found by hostile scripts (issue 12, sixth stop) ------------------------------------
+def test_a_child_that_forked_is_seen_to_die_and_is_restarted(host):
+    """The supervisor watched multiprocessing's sentinel, a pipe every fork of the child holds
+    open too: a child that had forked and was killed stayed "running" (never restarted), and
+    each stop waited 3x stop_grace for it."""
+    name = unique()
+    bot = host({name: targets.agent}, restart_backoff=0.1)
+    fork = ask(name, "fork_sleeper")
+    try:
+        old = ask(name, "pid")
+        os.kill(old, signal.SIGKILL)
+        get_channel(f"{name}-passive").send(("pid",))
+        new = get_channel(f"{name}-active").receive(timeout=20)
+        assert new != old
+        (status,) = bot.process_manager.status()
+        assert (status.state, status.restarts) == ("running", 1), status
+    finally:
+        os.kill(fork, signal.SIGKILL)
+
+
+def test_a_fork_that_returns_from_the_target_leaves_the_child_its_link(host, capfd):
+    """The copy ran the bootstrap's clean-up on the link it shares with the real child, which
+    then lost its link to the host and was restarted."""
+    name = unique()
+    bot = host({name: targets.forks_then_serves})
+    pid = ask(name, "pid")
+    assert ask(name, "echo", "still linked") == "still linked"
+    (status,) = bot.process_manager.status()
+    assert (status.state, status.restarts, status.pid) == ("running", 0, pid), status
+    assert "lost its link" not in "".join(capfd.readouterr())
+
+
+def test_sys_exit_with_a_message_logs_the_message(host, capfd):
+    name = unique()
+    bot = host({name: targets.exits_with_a_message}, restart_backoff=30)
+    child = bot.process_manager._children[name]
+    assert child.exited.wait(20)
+    text = "".join(capfd.readouterr())
+    assert f"process {name!r} exited: fatal: a message for the log" in text, text[-2000:]
+
+
+def test_a_target_that_returns_leaves_its_worker_threads_running(host, capfd):
+    """multiprocessing joins the threads a target started (not daemons) before the process
+    ends; the child used to end at once, cutting off a worker serving its channel."""
+    name = unique()
+    bot = host({name: targets.returns_leaving_a_worker})
+    get_channel(f"{name}-passive").send("ping")
+    assert get_channel(f"{name}-active").receive(timeout=10) == ("worker", "ping")
+    assert bot.process_manager.is_alive(name)
+    assert "exited normally" not in "".join(capfd.readouterr())
+
+
+def test_add_target_while_stop_all_runs_stops_everything():
+    """stop_all iterated the children unlocked: an add_target() then raised "dictionary changed
+    size during iteration" in it, no child was stopped, and the host hung at exit."""
+    bot = LiteyukiBot(pyproject=None, stop_grace=3.0)
+    for i in range(4):
+        bot.process_manager.add_target(unique(f"c{i}"), targets.agent)
+    adding = threading.Event()
+    stop_adding = threading.Event()
+
+    def add_more() -> None:
+        i = 0
+        while not stop_adding.is_set():
+            bot.process_manager.add_target(unique(f"late{i}"), targets.agent)
+            i += 1
+            adding.set()
+
+    interval = sys.getswitchinterval()
+    with bot.running():
+        worker = threading.Thread(target=add_more)
+        worker.start()
+        assert adding.wait(10)
+        sys.setswitchinterval(1e-6)  # the adding thread gets the GIL in the middle of stop_all's loop
+        try:
+            bot.process_manager.stop_all()
+        finally:
+            sys.setswitchinterval(interval)
+            stop_adding.set()
+            worker.join(10)
+    left = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
+    assert not [p for p in left if "resource_tracker" not in " ".join(p.cmdline())]

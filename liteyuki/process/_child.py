@@ -215,6 +215,7 @@ def child_main(spec: ChildSpec) -> None:
     _reopen_stdin()
 
     code = 0
+    me = os.getpid()
     loop: asyncio.AbstractEventLoop | None = None
     try:
         if spec.is_async:
@@ -228,14 +229,22 @@ def child_main(spec: ChildSpec) -> None:
                 dispatcher.set_starter(_start_dispatch_thread)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             spec.target(*spec.args, **spec.kwargs)
+        if not getattr(spec.target, "liteyuki_own_loop", False):  # (NoneBot's run has its own exit)
+            _join_user_threads()
     except KeyboardInterrupt:
         pass  # Ctrl+C or a stop request: a deliberate, clean stop
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code and not isinstance(exc.code, int):  # sys.exit("message"): Python prints it
+            logger.error(f"process {spec.name!r} exited: {exc.code}")
     except BaseException:
         logger.exception(f"process {spec.name!r} crashed")
         code = 1
     finally:
+        if os.getpid() != me:
+            # A copy the target forked, ending here: the link, the lanes and the host are the
+            # real child's; clean-up from this copy would close them under it.
+            os._exit(code)
         # The target is over: a late stop request (it sends SIGINT) or a second Ctrl+C
         # must not interrupt the clean-up below with a KeyboardInterrupt traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -252,6 +261,22 @@ def child_main(spec: ChildSpec) -> None:
         runtime.close()
     sys.stdout.flush()
     os._exit(code)
+
+
+def _join_user_threads() -> None:
+    """The target returned: wait for the threads it started that are not daemons, as
+    multiprocessing's own bootstrap does (``threading._shutdown``), so a worker thread still
+    serving a channel is not cut off. Executors shut down first (the hooks Python runs at
+    exit), as there. A stop request still ends the wait (KeyboardInterrupt from its handler)."""
+    for hook in reversed(getattr(threading, "_threading_atexits", [])):
+        try:
+            hook()
+        except Exception:
+            logger.exception("a thread shutdown hook raised")
+    me = threading.current_thread()
+    while pending := [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]:
+        for thread in pending:
+            thread.join()
 
 
 def _on_host_lost(error: BaseException | None) -> None:

@@ -31,6 +31,14 @@ HookRunner = Callable[..., None]
 _STABLE_AFTER = 30.0
 
 
+def _exit_fd(pid: int | None) -> int | None:
+    """A pidfd for ``pid`` (Linux 5.3+), or None: the supervisor then watches the sentinel."""
+    try:
+        return os.pidfd_open(pid) if pid is not None else None  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
 @dataclass
 class _Run:
     """One spawn of a child, with its own events and flags.
@@ -46,6 +54,10 @@ class _Run:
     stopping: bool = False
     connected: bool = False  # said "ready": it can stop cooperatively
     started_at: float = 0.0
+    # A pidfd: readable when the child exits. multiprocessing's sentinel is a pipe the child
+    # holds open, and so does every process it forks: a child that forked and was then killed
+    # looked alive for as long as its forks lived (never restarted, every stop at 3x grace).
+    exit_fd: int | None = None
 
 
 @dataclass
@@ -200,7 +212,7 @@ class ProcessManager:
             child_handoff.close()
             # A new run (fresh events, stopping False) in the same lock hold as the attach:
             # the old run's exit handler checks `child.run is run` under this lock.
-            run = child.run = _Run(process, started_at=time.monotonic())
+            run = child.run = _Run(process, started_at=time.monotonic(), exit_fd=_exit_fd(process.pid))
             self._hub.attach(name, host_sock, host_handoff)
             self._ensure_supervisor()
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
@@ -350,9 +362,9 @@ class ProcessManager:
         """Stop every child in parallel; return when all are gone."""
         check_timeout(grace, "grace")
         self.begin_shutdown()
-        threads = [
-            QuietThread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}") for name in self._children
-        ]
+        with self._lock:  # add_target() from another thread may run meanwhile
+            names = list(self._children)
+        threads = [QuietThread(target=self.stop, args=(name, grace), name=f"liteyuki-stop-{name}") for name in names]
         for t in threads:
             t.start()
         for t in threads:
@@ -432,7 +444,7 @@ class ProcessManager:
         while True:
             with self._lock:
                 watched = {
-                    c.run.process.sentinel: (c, c.run)
+                    (c.run.process.sentinel if c.run.exit_fd is None else c.run.exit_fd): (c, c.run)
                     for c in self._children.values()
                     if c.run.process is not None and not c.run.exited.is_set()
                 }
@@ -450,8 +462,14 @@ class ProcessManager:
     def _on_exit(self, child: _Child, run: _Run) -> None:
         proc = run.process
         assert proc is not None
-        proc.join(1)
-        code = proc.exitcode
+        code = proc.exitcode  # reaps it: the pidfd says it has exited
+        if code is None:  # (the sentinel: the pipe closed a little before the exit)
+            proc.join(1)
+            code = proc.exitcode
+        with self._lock:
+            if run.exit_fd is not None:
+                os.close(run.exit_fd)
+                run.exit_fd = None
         with self._lock:
             # Clean up only what belongs to this run: a restart may already have started the next.
             current = child.run is run
