@@ -52,7 +52,19 @@ def _name(func: Any) -> str:
 
 
 class HookThreadError(RuntimeError):
-    """A sync hook raised something that is not an ``Exception`` (``SystemExit`` ...)."""
+    """A hook raised something that is not an ``Exception`` (``SystemExit`` ...)."""
+
+
+async def _contained(coro: Any, label: str) -> Any:
+    """Await an async hook; a ``SystemExit`` or ``KeyboardInterrupt`` it raises is its own
+    failure, as for a sync hook. Out of a task, asyncio re-raises both from the loop itself:
+    the host stopped (exit status 3 for ``sys.exit(3)``), or its stop sequence was cut off and
+    a child was never stopped. (A real Ctrl+C never lands in a task: the host's loop takes
+    SIGINT with a signal handler.)"""
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HookThreadError(f"{label} raised {type(exc).__name__}({exc})") from exc
 
 
 def in_daemon_thread(func: Callable[..., Any], *args: Any, name: str) -> asyncio.Future[Any]:
@@ -123,7 +135,7 @@ class Lifespan:
         loop = asyncio.get_running_loop()
         job: asyncio.Future[Any]
         if inspect.iscoroutinefunction(func):
-            job = loop.create_task(func(*call_args), name=label)
+            job = loop.create_task(_contained(func(*call_args), label), name=label)
         else:
             job = in_daemon_thread(func, *call_args, name=f"liteyuki-{label.replace(' ', '-')}")
         while True:
@@ -147,7 +159,7 @@ class Lifespan:
             result = job.result()
             if not inspect.isawaitable(result):
                 return
-            job = asyncio.ensure_future(result)  # a sync hook that returned a coroutine
+            job = asyncio.ensure_future(_contained(result, label))  # a sync hook that returned a coroutine
 
     async def run(self, event: str, *args: Any, timeout: float | None = None) -> None:
         """Run each hook in order; one that raises is logged and the others still run.

@@ -335,6 +335,41 @@ def test_a_hook_that_raises_system_exit_is_logged_and_the_host_goes_on(capfd) ->
     )
 
 
+@pytest.mark.timeout(60)
+def test_an_async_hook_that_raises_system_exit_is_logged_and_the_host_goes_on(capfd) -> None:
+    """Async hooks ran as bare tasks: asyncio re-raised their SystemExit from the loop itself,
+    which stopped the host (before_start, after_start), left a crashed child never restarted
+    (before_process_restart), or cut the stop sequence short with the child never stopped
+    (before_process_shutdown)."""
+    name = unique("c")
+    bot = LiteyukiBot(pyproject=None, stop_grace=GRACE, restart_backoff=0.1)
+    bot.process_manager.add_target(name, ltargets.agent)
+    seen: list[str] = []
+    events = ("before_start", "after_start", "before_process_restart", "before_process_shutdown")
+    for event in events:
+
+        async def exits(*_: Any) -> None:
+            await asyncio.sleep(0)
+            raise SystemExit(3)
+
+        async def interrupts(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        def next_one(*_: Any, event: str = event) -> None:
+            seen.append(event)
+
+        for hook in (exits, interrupts, next_one):
+            getattr(bot, f"on_{event}")(hook)
+    with bot.running():
+        bot.restart_process(name)
+        assert isinstance(ask(name, "pid"), int)  # the restarted child answers
+    assert seen == list(events), seen
+    no_children_left()
+    out = capfd.readouterr().out
+    for event in events:
+        assert f"{event} hook " in out and "raised SystemExit(3)" in out and "raised KeyboardInterrupt()" in out
+
+
 _ = rtargets  # the lhost program's targets live there
 
 
