@@ -324,3 +324,15 @@ def test_add_target_while_stop_all_runs_stops_everything():
             worker.join(10)
     left = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
     assert not [p for p in left if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def test_a_stop_during_a_restart_hook_is_not_undone(host):
+    """stop() marked only the run it found; the restart whose before_process_restart hook was
+    running then started the child again, against stop()'s "never restarted"."""
+    name = unique()
+    bot = host({name: targets.agent})
+    bot.on_before_process_restart(lambda n: bot.process_manager.stop(n) if n == name else None)
+    bot.restart_process(name)
+    assert not bot.process_manager.is_alive(name)
+    (status,) = bot.process_manager.status()
+    assert (status.state, status.restarts) == ("stopped", 0), status

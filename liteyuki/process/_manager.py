@@ -72,6 +72,9 @@ class _Child:
     crashes: int = 0
     restarts: int = 0
     last_exit_code: int | None = None
+    # Counts stop() calls: a restart that sees it change while its hooks ran (or while it
+    # stopped the old run) does not start the child again ("never restarted").
+    stops: int = 0
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
@@ -307,6 +310,7 @@ class ProcessManager:
         with self._lock:  # the run a concurrent restart's start() may just have replaced
             run = child.run
             run.stopping = True
+            child.stops += 1
         if run.process is None or run.exited.is_set():
             return
         self._run_hooks("before_process_shutdown", name)
@@ -400,11 +404,14 @@ class ProcessManager:
         with child.restart_lock:
             if self._closing:
                 return
+            stops = child.stops
             self._run_hooks("before_process_restart", name)
             with self._lock:
                 run = child.run
                 run.stopping = True
             self._stop_process(child, run, float(self._config.get("stop_grace", 5.0)))
+            if child.stops != stops:  # stop() came meanwhile: it wins
+                return
             try:
                 self.start(name)
             except RuntimeError:
@@ -521,7 +528,10 @@ class ProcessManager:
         with child.restart_lock:
             if self._closing or crashed.stopping or child.run is not crashed:
                 return
+            stops = child.stops
             self._run_hooks("before_process_restart", child.name)
+            if child.stops != stops or self._closing:  # stop() during the hooks: it wins
+                return
             try:
                 self.start(child.name)
             except RuntimeError as exc:
