@@ -228,8 +228,23 @@ class LiteyukiBot:
                 loop.call_soon_threadsafe(event.set)
 
     def restart_process(self, name: str | None = None) -> None:
-        """Restart child ``name`` (every child with None), running the restart hooks."""
-        for each in [name] if name is not None else self.process_manager.names:
+        """Restart child ``name`` (every child with None), running the restart hooks.
+
+        From any thread it returns when the restart is done. On the host's own loop (an
+        async hook, a host callback) it returns at once and the restart runs in a thread:
+        waiting there would block the loop its hooks run on, and every signal with it."""
+        names = [name] if name is not None else self.process_manager.names
+        for each in names:
+            self.process_manager._child(each)  # an unknown name raises here, at the caller
+        loop = self._loop
+        if loop is not None and loop.is_running() and getattr(loop, "_thread_id", None) == threading.get_ident():
+            QuietThread(
+                target=lambda: [self.process_manager.restart(each) for each in names],
+                name="liteyuki-restart-from-loop",
+                daemon=True,
+            ).start()
+            return
+        for each in names:
             self.process_manager.restart(each)
 
     @property

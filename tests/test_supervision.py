@@ -336,3 +336,27 @@ def test_a_stop_during_a_restart_hook_is_not_undone(host):
     assert not bot.process_manager.is_alive(name)
     (status,) = bot.process_manager.status()
     assert (status.state, status.restarts) == ("stopped", 0), status
+
+
+def test_restart_process_on_the_host_loop_returns_at_once_and_hooks_see_the_old_child_first(host):
+    """On the host's loop, restart_process blocked the loop: its before_process_restart hooks
+    (which run there) only ran after the restart, saw the new child, and signals waited."""
+    import asyncio
+
+    name = unique()
+    bot = host({name: targets.agent})
+    old = ask(name, "pid")
+    seen: list[tuple[str, object]] = []
+    done = threading.Event()
+    bot.on_before_process_restart(lambda n: seen.append(("before", bot.process_manager.pid(n))))
+    bot.on_after_restart(lambda n: (seen.append(("after", bot.process_manager.pid(n))), done.set()))
+
+    async def on_the_loop() -> None:
+        bot.restart_process(name)
+        seen.append(("returned", None))
+
+    asyncio.run_coroutine_threadsafe(on_the_loop(), bot.loop).result(10)
+    assert done.wait(30)
+    new = ask(name, "pid")
+    assert new != old
+    assert seen == [("returned", None), ("before", old), ("after", new)]
