@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -59,11 +61,16 @@ class Bridge:
 def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
     """Wrap a sync startup hook: it runs in a daemon thread; the wrapper returns when the
     hook returns (NoneBot's usual semantics) *or* when it blocks in ``Channel.receive()``
-    — then it keeps running in the background until shutdown releases it."""
+    — then it keeps running in the background until shutdown releases it.
+
+    The thread is what NoneBot's own ``run_sync`` gives a sync hook, but a daemon (a hook
+    that never returns must not hold the process at exit): the context of the hooks before it
+    (``contextvars``), and anyio's worker-thread token (``anyio.from_thread.run`` works)."""
     name = getattr(func, "__qualname__", repr(func))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
         outcome: asyncio.Future[tuple[str, BaseException | None]] = loop.create_future()
         parked = threading.Event()
 
@@ -85,7 +92,8 @@ def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
         def body() -> None:
             set_park_hook(on_park)
             try:
-                func()
+                with _anyio_worker(loop):
+                    func()
             except ChannelClosedError:
                 settle("done")  # released at shutdown: the loop it ran is over
             except BaseException as exc:
@@ -95,7 +103,7 @@ def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
             else:
                 settle("done")
 
-        threading.Thread(target=body, name=f"startup-hook-{name}", daemon=True).start()
+        threading.Thread(target=context.run, args=(body,), name=f"startup-hook-{name}", daemon=True).start()
         kind, error = await outcome
         if kind == "error" and error is not None:
             raise error
@@ -105,3 +113,15 @@ def detachable(func: Callable[[], Any]) -> Callable[[], Any]:
     run.liteyuki_detachable = True  # type: ignore[attr-defined]
     run.__qualname__ = name
     return run
+
+
+def _anyio_worker(loop: asyncio.AbstractEventLoop) -> contextlib.AbstractContextManager[Any]:
+    """Make this thread an anyio worker thread of ``loop`` (as ``anyio.to_thread`` does), so
+    ``anyio.from_thread.run`` works in the hook; a no-op where anyio's internals differ."""
+    try:
+        from anyio._backends._asyncio import AsyncIOBackend
+        from anyio._core._eventloop import claim_worker_thread
+
+        return claim_worker_thread(AsyncIOBackend, loop)
+    except Exception:  # another anyio: the hook runs without the token, as before
+        return contextlib.nullcontext()

@@ -154,6 +154,30 @@ async def test_ordinary_sync_hooks_keep_nonebot_semantics():
         await detachable(broken)()
 
 
+async def test_a_detached_sync_hook_has_the_context_and_the_anyio_token_of_nonebots_run_sync():
+    """The hook ran in a bare thread: a ContextVar set by an earlier async hook read unset, and
+    anyio.from_thread.run raised NoEventLoopError, where NoneBot's own run_sync has both."""
+    import contextvars
+
+    import anyio.from_thread
+
+    from nonebot_plugin_liteyuki_comm._bridge import detachable
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="<unset>")
+    var.set("set by an earlier hook")
+    seen: list[str] = []
+
+    async def on_the_loop() -> str:
+        return "value from the loop"
+
+    def hook() -> None:
+        seen.append(var.get())
+        seen.append(anyio.from_thread.run(on_the_loop))
+
+    await asyncio.wait_for(detachable(hook)(), 10)
+    assert seen == ["set by an earlier hook", "value from the loop"]
+
+
 async def test_status_command_answers_superusers_only(app: App):
     import nonebot_plugin_liteyuki_comm as plugin
     from liteyuki.testing import console_bot, message_event
