@@ -388,3 +388,17 @@ def test_a_channel_that_arrives_in_a_message_does_not_type_this_process_end(host
     typed = ask(name, "typed_end", fresh)
     with pytest.raises(ChannelTypeError, match=r"carries int, got str"):
         typed.send("not an int")
+
+
+def test_a_receive_without_timeout_on_an_event_loop_is_refused_not_a_frozen_loop():
+    """`while True: chan.receive()` in an async NoneBot hook froze the loop for good: in a process
+    that is its own host nothing could send, and Ctrl+C and SIGTERM were never handled."""
+    chan = Channel(unique("loop"))
+
+    async def on_a_loop() -> None:
+        with pytest.raises(RuntimeError, match=r"^receive\(\) without a timeout on channel 'loop\w+' would block"):
+            chan.receive()
+        with pytest.raises(CommTimeoutError):  # a bounded wait is the caller's choice
+            chan.receive(timeout=0.01)
+
+    asyncio.run(on_a_loop())

@@ -30,6 +30,7 @@ from ._errors import (
     SerializationError,
 )
 from ._loopcall import call_in_loop, settle
+from ._runtime_base import on_event_loop
 from ._typecheck import is_type_var, matches
 from ._validate import check_bool, check_name, check_size, check_timeout, safe_repr, safe_str, type_name
 from ._wire import dumps, loads, too_large, unpicklable
@@ -502,11 +503,24 @@ class Channel(Generic[T]):
                 generation = state.generation
                 if not state.buffer and deadline is None and timeout is not None:
                     deadline = time.monotonic() + timeout
+                # Closed first, even with messages buffered: close() hands those back to the
+                # channel, and one taken here as well would be delivered twice.
+                if state.closed:
+                    raise ChannelClosedError(f"channel {self.name!r} is closed")
                 while not state.buffer:
                     if state.closed:
                         raise ChannelClosedError(f"channel {self.name!r} is closed")
                     if state.generation != generation:
                         raise ChannelClosedError(f"channel {self.name!r} was released for shutdown")
+                    if timeout is None and on_event_loop():
+                        # Waiting with no bound here would block the loop for good: in a process
+                        # that is its own host (nb run, nonebug) nothing could ever send the
+                        # message, and signals wait too (Ctrl+C did not stop such a bot).
+                        raise RuntimeError(
+                            f"receive() without a timeout on channel {self.name!r} would block this "
+                            "thread's event loop for good (no message is buffered): use "
+                            "`await async_receive()` in async code"
+                        )
                     notify = getattr(_park, "notify", None)
                     if notify is not None:
                         notify()
@@ -535,12 +549,12 @@ class Channel(Generic[T]):
         while True:
             with state.lock:
                 generation = state.generation
+                if state.closed:  # first: what is buffered goes back to the channel (see receive)
+                    raise ChannelClosedError(f"channel {self.name!r} is closed")
                 if state.buffer:
                     payload = state.buffer.popleft()
                     report = state._consumed(1)
                     fut = None
-                elif state.closed:
-                    raise ChannelClosedError(f"channel {self.name!r} is closed")
                 else:
                     fut = loop.create_future()
                     state.async_waiters.append((loop, fut))
