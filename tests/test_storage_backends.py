@@ -379,3 +379,49 @@ def test_an_int_key_too_long_for_text_and_a_ttl_past_redis_limit(backend):
     shared_memory.set(name, 1, ttl=1e300)
     assert shared_memory.ttl(name) > 1e12
     assert shared_memory.expire(name, 1e18) and shared_memory.get(name) == 1
+
+
+def test_a_cluster_receive_with_no_time_to_wait_still_takes_a_waiting_message(backend):
+    """receive(timeout=0) (or below 1 ms) gave up before reading: a message already waiting in
+    the stream was never taken, unlike a local channel's."""
+    if backend != "redis":
+        pytest.skip("cluster channels live on Redis; on memory they are the local channel")
+    from liteyuki.comm import CommTimeoutError
+
+    chan = Channel(unique("poll"), cluster=True)
+    for timeout in (0, 0.0009):
+        chan.send(("sync", timeout))
+        assert chan.receive(timeout=timeout) == ("sync", timeout)
+        chan.send(("async", timeout))
+        assert asyncio.run(chan.async_receive(timeout=timeout)) == ("async", timeout)
+    with pytest.raises(CommTimeoutError, match=r"within 0 s$"):
+        chan.receive(timeout=0)
+    chan.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_cancelled_cluster_async_receive_loses_nothing_and_ends(backend):
+    """A cancel landing after the read (XACK/XDEL awaited) lost that message; one that redis-py's
+    own wait_for swallowed left async_receive looping for ever."""
+    if backend != "redis":
+        pytest.skip("cluster channels live on Redis; on memory they are the local channel")
+    chan = Channel(unique("cancel"), cluster=True)
+    n = 300
+
+    async def receive_with_cancels() -> tuple[list[Any], int]:
+        got: list[Any] = []
+        cancelled = 0
+        for i in range(n):
+            chan.send(i)
+            timeout = (0.0002, 0.0005, 0.001, 0.003)[i % 4]
+            try:
+                got.append(await asyncio.wait_for(chan.async_receive(), timeout))
+            except asyncio.TimeoutError:
+                cancelled += 1
+        while len(got) < n:  # what the cancelled calls left: held here, or still in the stream
+            got.append(await asyncio.wait_for(chan.async_receive(timeout=5), 10))
+        return got, cancelled
+
+    got, cancelled = asyncio.run(asyncio.wait_for(receive_with_cancels(), 100))
+    assert sorted(got) == list(range(n)), f"{cancelled} cancelled; missing {sorted(set(range(n)) - set(got))[:10]}"
+    chan.close()

@@ -36,6 +36,7 @@ host's ordinary channel of that name.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import os
 import queue
@@ -148,6 +149,10 @@ class ClusterChannel(Channel[T]):
         self._next_claim = 0.0
         self._consumer_thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Messages an async_receive read but could not hand over (it was cancelled between the
+        # read and its return): the next receive here returns them first. Their acknowledgement
+        # is sent with that return, so a death before it leaves them pending for XAUTOCLAIM.
+        self._held: collections.deque[tuple[bytes, bytes]] = collections.deque()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (self.name, self._element_type())
@@ -272,7 +277,9 @@ class ClusterChannel(Channel[T]):
 
     def _read_args(self, count: int, block_ms: int) -> tuple[Any, ...]:
         group = ("GROUP", GROUP, self._consumer)
-        return ("XREADGROUP", *group, "COUNT", count, "BLOCK", block_ms, "STREAMS", self._stream, ">")
+        # BLOCK 0 would wait for ever: a read with no time left to wait does not block at all.
+        block = ("BLOCK", block_ms) if block_ms > 0 else ()
+        return ("XREADGROUP", *group, "COUNT", count, *block, "STREAMS", self._stream, ">")
 
     def _entries(self, reply: Any, claimed: bool) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         """(id, payload) pairs, and ids with no payload (deleted meanwhile: acknowledge them)."""
@@ -328,9 +335,29 @@ class ClusterChannel(Channel[T]):
             entries, more = self._entries(reply, claimed=False)
             gone += more
         if gone:
-            await client.execute_command("XACK", self._stream, GROUP, *gone)
-            await client.execute_command("XDEL", self._stream, *gone)
+            try:
+                await client.execute_command("XACK", self._stream, GROUP, *gone)
+                await client.execute_command("XDEL", self._stream, *gone)
+            except asyncio.CancelledError:
+                self._held.extend(entries)  # read, not handed over: the next receive takes them
+                raise
         return entries
+
+    async def _fetch_shielded(self, client: Any, block_ms: int) -> list[tuple[bytes, bytes]]:
+        """One read, not cut off by a cancel: Redis may already have handed the message to this
+        consumer, where only XAUTOCLAIM would find it again (after ``cluster_claim_idle``). A
+        cancelled caller leaves the read to finish (within ``block_ms``); what it got is held
+        for the next receive here."""
+        fetch = asyncio.ensure_future(self._async_fetch(client, 1, block_ms))
+        try:
+            return await asyncio.shield(fetch)
+        except asyncio.CancelledError:
+            fetch.add_done_callback(self._hold_fetched)
+            raise
+
+    def _hold_fetched(self, fetch: asyncio.Future[list[tuple[bytes, bytes]]]) -> None:
+        if not fetch.cancelled() and fetch.exception() is None:
+            self._held.extend(fetch.result())
 
     def _ack(self, client: Any, ids: list[bytes]) -> None:
         pipe = client.pipeline(transaction=True)
@@ -358,13 +385,15 @@ class ClusterChannel(Channel[T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         generation = self._generation
         delay = 0.0
+        tried = False
         while True:
             self._check_open(generation)
             block = BLOCK_MS if deadline is None else int(min(BLOCK_MS, (deadline - time.monotonic()) * 1000))
-            if block <= 0:
+            if block <= 0 and tried:  # (a message already waiting is taken even with timeout=0)
                 raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
+            tried = True
             try:
-                entries = self._fetch(self._client, 1, block)
+                entries = [self._held.popleft()] if self._held else self._fetch(self._client, 1, max(block, 0))
                 if entries:
                     self._ack(self._client, [entries[0][0]])
             except Exception as exc:
@@ -391,16 +420,29 @@ class ClusterChannel(Channel[T]):
         generation = self._generation
         client = self._aclient()
         delay = 0.0
+        tried = False
+        task = asyncio.current_task()
         while True:
             self._check_open(generation)
+            if task is not None and getattr(task, "cancelling", lambda: 0)():
+                # A cancel that redis-py's own wait_for swallowed (it does when its inner await
+                # has just finished): honoured here, or this loop would never end.
+                raise asyncio.CancelledError
             block = BLOCK_MS if deadline is None else int(min(BLOCK_MS, (deadline - loop.time()) * 1000))
-            if block <= 0:
+            if block <= 0 and tried:  # (a message already waiting is taken even with timeout=0)
                 raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
+            tried = True
             try:
-                entries = await self._async_fetch(client, 1, block)
+                entries = [self._held.popleft()] if self._held else await self._fetch_shielded(client, max(block, 0))
                 if entries:
-                    await client.execute_command("XACK", self._stream, GROUP, entries[0][0])
-                    await client.execute_command("XDEL", self._stream, entries[0][0])
+                    try:
+                        await client.execute_command("XACK", self._stream, GROUP, entries[0][0])
+                        await client.execute_command("XDEL", self._stream, entries[0][0])
+                    except asyncio.CancelledError:
+                        # Read, and maybe acknowledged, but not handed over: kept for the next
+                        # receive here (it used to be lost).
+                        self._held.appendleft(entries[0])
+                        raise
             except Exception as exc:
                 if not self._recovering(exc):
                     raise translate(exc, self._settings, f"receive on {self.name!r}") from exc
