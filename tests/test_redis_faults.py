@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from liteyuki import LiteyukiBot
-from liteyuki.comm import Channel, StorageUnavailableError, get_channel
+from liteyuki.comm import Channel, CommTimeoutError, StorageUnavailableError, get_channel
 from liteyuki.comm.storage import shared_memory
 
 from . import targets
@@ -175,6 +175,17 @@ def test_a_hung_redis_is_an_error_within_the_call_timeout(own_redis: RedisServer
         with pytest.raises(StorageUnavailableError, match=r"did not answer 'get' within 0\.5 s|is unavailable"):
             asyncio.run(shared_memory.async_get("k", timeout=0.5))
         assert time.monotonic() - started < 10.0  # the call's own timeout, not the 10 s default
+        # Cluster channels too: they used call_timeout whatever the call's own timeout was.
+        chan = Channel(unique("hung"), cluster=True)
+        for attempt, error in (
+            (lambda: chan.send("x", timeout=0.5), StorageUnavailableError),
+            (lambda: chan.receive(timeout=0.5), CommTimeoutError),
+            (lambda: asyncio.run(chan.async_receive(timeout=0.5)), CommTimeoutError),
+        ):
+            started = time.monotonic()
+            with pytest.raises(error):
+                attempt()
+            assert time.monotonic() - started < 3.0, "a cluster call outlived its own timeout"
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
     assert poll(lambda: shared_memory.get("k"), 20, "the store after SIGCONT") == "v"

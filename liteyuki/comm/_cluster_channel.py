@@ -59,7 +59,7 @@ from ._errors import (
     ReceiveModeError,
     SerializationError,
 )
-from ._redis_conn import BACKOFF_FIRST, BACKOFF_MAX, Health, RedisSettings, import_redis, translate
+from ._redis_conn import BACKOFF_FIRST, BACKOFF_MAX, Health, RedisSettings, TimedClients, import_redis, translate
 from ._typecheck import is_type_var, matches
 from ._validate import check_timeout
 from ._wire import dumps, loads
@@ -136,6 +136,7 @@ class ClusterChannel(Channel[T]):
         self._settings = settings
         self._redis = import_redis()
         self._client = settings.client()
+        self._timed = TimedClients(settings, self._client)  # for calls with their own timeout
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._stream = settings.key("chan", name)
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{process_name}"
@@ -174,10 +175,11 @@ class ClusterChannel(Channel[T]):
         self._check(data)
         payload = dumps(data, current().max_message_size, what=self._what)
         self._health.check(f"send on {self.name!r}")
+        client = self._client if timeout is None else self._timed.get(timeout)
         try:
-            self._client.execute_command("XADD", self._stream, "*", "d", payload)
+            client.execute_command("XADD", self._stream, "*", "d", payload)
         except (self._redis.RedisError, OSError) as exc:
-            raise self._failed(exc, f"send on {self.name!r}") from exc
+            raise self._failed(exc, f"send on {self.name!r}", timeout) from exc
         self._health.ok()
 
     async def async_send(self, data: T, timeout: float | None = None) -> None:
@@ -192,7 +194,7 @@ class ClusterChannel(Channel[T]):
         try:
             await asyncio.wait_for(self._aclient().execute_command("XADD", self._stream, "*", "d", payload), limit)
         except (self._redis.RedisError, OSError, asyncio.TimeoutError) as exc:
-            raise self._failed(exc, f"send on {self.name!r}") from exc
+            raise self._failed(exc, f"send on {self.name!r}", timeout) from exc
         self._health.ok()
 
     # Channel[T](name, cluster=True) sets __orig_class__ on the end it returned: the element type.
@@ -231,8 +233,13 @@ class ClusterChannel(Channel[T]):
                 f"channel {self.name!r} carries {_hint_name(hint)}, got {type(data).__name__}: {_safe_repr(data)}"
             )
 
-    def _failed(self, exc: BaseException, what: str) -> BaseException:
-        if not isinstance(exc, self._redis.ResponseError):
+    def _failed(self, exc: BaseException, what: str, timeout: float | None = None) -> BaseException:
+        own_timeout = (  # a call's own short timeout ran out: that says nothing about the server
+            timeout is not None
+            and timeout < self._settings.call_timeout
+            and isinstance(exc, (self._redis.TimeoutError, TimeoutError))
+        )
+        if not isinstance(exc, self._redis.ResponseError) and not own_timeout:
             self._health.failed(exc)
         return translate(exc, self._settings, what)
 
@@ -392,10 +399,15 @@ class ClusterChannel(Channel[T]):
             if block <= 0 and tried:  # (a message already waiting is taken even with timeout=0)
                 raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
             tried = True
+            # The socket's timeout bounds a read from a server that stopped answering: with a
+            # deadline, that deadline (and never less than the read's own BLOCK).
+            client = self._client
+            if deadline is not None:
+                client = self._timed.get(max(deadline - time.monotonic(), 0.0) + block / 1000 + 0.05)
             try:
-                entries = [self._held.popleft()] if self._held else self._fetch(self._client, 1, max(block, 0))
+                entries = [self._held.popleft()] if self._held else self._fetch(client, 1, max(block, 0))
                 if entries:
-                    self._ack(self._client, [entries[0][0]])
+                    self._ack(client, [entries[0][0]])
             except Exception as exc:
                 if not self._recovering(exc):
                     raise translate(exc, self._settings, f"receive on {self.name!r}") from exc
@@ -433,7 +445,13 @@ class ClusterChannel(Channel[T]):
                 raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
             tried = True
             try:
-                entries = [self._held.popleft()] if self._held else await self._fetch_shielded(client, max(block, 0))
+                if self._held:
+                    entries = [self._held.popleft()]
+                elif deadline is None:
+                    entries = await self._fetch_shielded(client, max(block, 0))
+                else:  # a server that stopped answering is given up at the deadline, not call_timeout
+                    limit = max(deadline - loop.time(), 0.0) + max(block, 0) / 1000 + 0.05
+                    entries = await asyncio.wait_for(self._fetch_shielded(client, max(block, 0)), limit)
                 if entries:
                     try:
                         await client.execute_command("XACK", self._stream, GROUP, entries[0][0])

@@ -38,17 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import pickle
-import threading
 import weakref
 from collections.abc import Generator
-from dataclasses import replace
 from typing import Any
 
 from ._errors import CommTimeoutError, SerializationError, StorageUnavailableError
 from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
-from ._redis_conn import Health, RedisSettings, import_redis, translate
+from ._redis_conn import Health, RedisSettings, TimedClients, import_redis, translate
 from ._store import _NotPlain as NotPlain
 from ._store import _number as number_in
 from ._store import _plain as plain
@@ -60,12 +57,6 @@ __all__ = ["RedisStore"]
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _INT64 = range(-(2**63), 2**63)
 _SCAN_COUNT = 500
-_TIMED_CLIENTS = 4  # distinct per-call timeouts with a client of their own
-# A call's own timeout is rounded down to a step of this series (1 ms x 2**(k/4)): a timeout
-# computed from a deadline is a new float every call, and a client per float made a pool
-# and a connection per call. The step is at most ~16 % below what the caller asked for.
-_STEP = 2**0.25
-_SHORTEST = 0.001  # a socket timeout of 0 would make the socket non-blocking
 _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
 
 
@@ -234,8 +225,7 @@ class RedisStore:
         self.health = Health(settings, label)
         self._redis = import_redis()
         self._client = settings.client()
-        self._timed: dict[float, Any] = {}  # clients for calls with their own timeout
-        self._timed_lock = threading.Lock()
+        self._timed = TimedClients(settings, self._client)  # for calls with their own timeout
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     # -- drivers ------------------------------------------------------------------
@@ -243,7 +233,7 @@ class RedisStore:
         """Run ``op``; a lost server raises ``StorageUnavailableError`` within ``timeout``
         (default ``call_timeout``), the socket timeout of the connection it runs on."""
         self.health.check(op.method)
-        client = self._client if timeout is None else self._client_with_timeout(timeout)
+        client = self._client if timeout is None else self._timed.get(timeout)
         try:
             if type(op) is Get:  # the hot path, without a plan
                 cell = client.execute_command("GET", self.keys.encode(op.key))
@@ -282,25 +272,6 @@ class RedisStore:
                     command = plan.send(reply)
         except StopIteration as stop:
             return stop.value
-
-    def _client_with_timeout(self, timeout: float) -> Any:
-        """A client whose socket timeout is ``timeout`` (sync redis-py has no per-command timeout)."""
-        if timeout == self.settings.call_timeout:
-            return self._client
-        if timeout <= _SHORTEST:
-            timeout = _SHORTEST
-        else:
-            timeout = _SHORTEST * _STEP ** math.floor(math.log(timeout / _SHORTEST, _STEP) + 1e-9)
-        with self._timed_lock:
-            client = self._timed.pop(timeout, None)
-            if client is None:
-                client = replace(self.settings, call_timeout=timeout).client()
-            self._timed[timeout] = client  # most recently used last
-            if len(self._timed) > _TIMED_CLIENTS:
-                # Not closed here: another thread may be in a call on it. Its pool closes its
-                # connections when the last reference goes.
-                del self._timed[next(iter(self._timed))]
-        return client
 
     def _call(self, client: Any, command: Command) -> Any:
         if type(command[0]) is _Script:
@@ -374,10 +345,7 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
-        with self._timed_lock:
-            for client in self._timed.values():
-                client.close()
-            self._timed.clear()
+        self._timed.close()
 
     # -- the operations, as plans -------------------------------------------------
     def _plan(self, op: StoreOp) -> Plan:
