@@ -15,7 +15,8 @@ has to know:
 - ``console_bot(ctx)`` and ``message_event(text)`` build the console adapter's bot
   and message event for ``app.test_matcher``;
 - the process is standalone (no host): ``shared_memory`` is an in-process store,
-  emptied after every test, and channels deliver within the process.
+  emptied after every test, and channels deliver within the process; a message a
+  test sent and nobody received is dropped after it.
 """
 
 from __future__ import annotations
@@ -65,11 +66,16 @@ async def after_nonebot_init(after_nonebot_init: None, pytestconfig: pytest.Conf
 
 @pytest.fixture(autouse=True)
 async def _liteyuki_fresh_store() -> AsyncIterator[None]:
-    """Each test starts with an empty shared memory (the standalone store of this process)."""
+    """Each test starts with an empty shared memory (the standalone store of this process) and
+    no channel message left over from the test before (one a test sent and never received)."""
     yield
+    from liteyuki.comm.lowlevel import current
     from liteyuki.comm.storage import shared_memory
 
     await shared_memory.async_clear()
+    runtime = current()
+    if getattr(runtime, "standalone", False):
+        runtime.discard_queued()
 
 
 def console_bot(ctx: Any) -> Any:

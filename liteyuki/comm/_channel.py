@@ -180,6 +180,16 @@ class _EndState:
         for loop, fut in wake:
             call_in_loop(loop, settle, fut)
 
+    def discard_buffered(self) -> int:
+        """Drop what is buffered and not taken, as consumed (test isolation); how many."""
+        with self.lock:
+            n = len(self.buffer)
+            self.buffer.clear()
+            self.unreported += n
+        if n:
+            self.report()
+        return n
+
     def take_unconsumed(self) -> list[bytes]:
         """Empty the buffer (the end withdrew): these go back to the channel."""
         with self.lock:

@@ -725,6 +725,26 @@ class Hub(RuntimeBase):
             except BrokenPeerError:
                 pass  # the child is gone: nobody waits for this answer
 
+    # -- test isolation -----------------------------------------------------
+    def discard_queued(self) -> int:
+        """Drop every message waiting in a process that is its own host: queued for an end
+        that does not receive, and buffered in its ends and not yet taken (consumed, so the
+        credit comes back). What ``liteyuki.testing`` does between tests; the number dropped."""
+        if not self.standalone:
+            raise RuntimeError("discard_queued() is for a process that is its own host (tests)")
+        dropped = 0
+        with self._lock:
+            for route in self._routes.values():
+                own = sum(1 for _, sender, generation, _ in route.pending if sender == HOST and generation >= 0)
+                dropped += len(route.pending)
+                route.pending.clear()
+                if own:
+                    route.host_credit.give(own)
+            sinks = [r.sink for route in self._routes.values() for r in route.receivers if r.sink is not None]
+        for sink in sinks:  # outside the hub's lock: reporting takes it
+            dropped += sink.discard_buffered()
+        return dropped
+
     # -- status -------------------------------------------------------------
     def channel_stats(self) -> list[dict[str, Any]]:
         """Per channel: messages waiting in the host, and per receiving end its credit and ledger."""

@@ -208,3 +208,19 @@ def test_standalone_mode_says_so_once_in_the_log():
     from nonebot_plugin_liteyuki_comm import _bridge
 
     assert _bridge._announced.is_set()
+
+
+async def test_isolation_a_message_sent_and_never_received():
+    from liteyuki.comm import Channel
+
+    Channel("isolation-test").send("left over by this test")  # nobody receives it in this test
+
+
+async def test_isolation_the_next_test_does_not_get_it():
+    """liteyuki.testing dropped only the store between tests: a message one test sent and
+    never received reached the next test's receive (a stale {"count": n} in the README's
+    example, when a test failed before its receive)."""
+    from liteyuki.comm import Channel, CommTimeoutError
+
+    with pytest.raises(CommTimeoutError):
+        await Channel("isolation-test").async_receive(timeout=0.2)
