@@ -10,7 +10,7 @@ from nonebot import get_driver, get_plugin_config, on_command
 from nonebot.permission import SUPERUSER
 from nonebot.plugin import PluginMetadata
 
-from liteyuki import async_status
+from liteyuki import async_status, log
 
 from ._bridge import Bridge
 from .config import Config
@@ -36,6 +36,10 @@ __plugin_meta__ = PluginMetadata(
 plugin_config = get_plugin_config(Config)
 driver = get_driver()
 bridge = Bridge()
+if not log.installed():
+    # Now, not at startup: what other plugins log through liteyuki.log while they are
+    # imported (errors too) used to reach only NoneBot's handler, which drops it.
+    log.install(language=plugin_config.liteyuki_comm_log_language)
 
 
 @driver.on_startup

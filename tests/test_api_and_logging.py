@@ -71,6 +71,21 @@ logger.warning("careful")
     assert "[ℹ️INFO] hello" in en.stdout, en.stdout + en.stderr
 
 
+def test_liteyuki_log_lines_of_plugins_imported_before_startup_show_in_plain_nonebot():
+    """Without a host (nb run), the plugin set liteyuki's handler up in its startup hook: what a
+    plugin logged through liteyuki.log while NoneBot imported it, errors too, was dropped."""
+    code = """
+import nonebot
+nonebot.init(driver="~none")
+nonebot.load_plugin("nonebot_plugin_liteyuki_comm")
+from liteyuki.log import logger
+logger.error("MARK logged while plugins are imported")
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("LITEYUKI", "NONEBOT"))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert "MARK logged while plugins are imported" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
 def test_get_config_in_host_and_defaults():
     bot = liteyuki.LiteyukiBot(pyproject=None, pending_limit=123)
     assert liteyuki.get_config("pending_limit") == 123
