@@ -560,3 +560,28 @@ def test_close_in_a_child_wakes_its_send_waiting_for_credit(host):
     host({child: (dt.sender_closed_while_waiting, (name,))}, pending_limit=3)
     kind, took = get_channel(f"{child}-active").receive(timeout=45)
     assert kind == "ChannelClosedError" and took < 5, (kind, took)
+
+
+@pytest.mark.timeout(60)
+def test_channels_made_and_closed_per_request_leave_nothing_behind_in_the_host(host):
+    """Every closed end stayed in this process's table, and its route in the host's, ~5 KB
+    each: a reply channel per request grew the host without bound."""
+    import gc
+
+    from liteyuki.comm._channel import local_end_names
+
+    name, kept = unique(), unique("kept")
+    bot = host({name: targets.agent})
+    set_channel(kept, Channel(kept))
+    Channel(kept).close()  # a registered name outlives its ends
+    assert ask(name, "echo", "ready") == "ready"  # (the child's own two ends exist here from now on)
+    routes, ends = len(bot.hub._routes), len(local_end_names())
+    for i in range(2_000):
+        reply = unique(f"reply{i}-")
+        with Channel(reply) as end:
+            assert ask(name, "send_on", reply, i) is None
+            assert end.receive(timeout=10) == i
+    gc.collect()
+    assert len(bot.hub._routes) == routes and len(local_end_names()) == ends
+    assert get_channel(kept).name == kept
+    assert ask(name, "get_channel", kept) is not None

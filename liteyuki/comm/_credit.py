@@ -38,6 +38,10 @@ class Credit:
         # have an async sender waiting (every route of the host has a Credit; row 7b).
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
+    def waiting(self) -> bool:
+        """Whether anyone waits for a unit now."""
+        return bool(self._sync_waiters or self._async_waiters)
+
     def try_take(self) -> bool:
         with self._lock:
             if self.available > 0:

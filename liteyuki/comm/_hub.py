@@ -70,7 +70,7 @@ class _Receiver:
 class _Route:
     """Where messages on one channel name go."""
 
-    __slots__ = ("head", "host_credit", "name", "next_seq", "pending", "receivers", "turn")
+    __slots__ = ("dropped", "head", "host_credit", "name", "next_seq", "pending", "receivers", "registered", "turn")
 
     def __init__(self, name: str, window: int) -> None:
         self.name = name
@@ -81,6 +81,8 @@ class _Route:
         self.pending: collections.deque[tuple[int, str, int, bytes]] = collections.deque()
         self.next_seq = 0  # messages are numbered as they reach the queue: send order
         self.host_credit = Credit(window)  # what the host's own senders may still queue here
+        self.registered = False  # set_channel() or a child's own channel: kept while nobody uses it
+        self.dropped = False  # forgotten (idle, unregistered): a sender holding it looks again
 
 
 class _Peer:
@@ -140,15 +142,30 @@ class Hub(RuntimeBase):
 
     def register_channel(self, name: str) -> None:
         with self._lock:
-            self._route(name)
+            self._route(name).registered = True
 
     def add_peer(self, name: str) -> None:
         """Make child ``name`` known; its two channels exist from now on."""
         with self._lock:
             if name not in self._peers:
                 self._peers[name] = _Peer(name)
-            self._route(f"{name}-active")
-            self._route(f"{name}-passive")
+            self._route(f"{name}-active").registered = True
+            self._route(f"{name}-passive").registered = True
+
+    def _forget_if_idle(self, route: _Route) -> None:
+        """Drop ``route`` once nothing refers to it (lock held): an unregistered channel whose
+        last end closed, nothing queued, no credit out. Channels made and closed per request
+        (a reply channel each) otherwise left ~2.4 KB each in the host for good."""
+        if route.registered or route.receivers or route.pending:
+            return
+        credit = route.host_credit
+        if credit.available != self.window or credit.waiting():
+            return
+        name = route.name
+        if any(peer.queued.get(name) for peer in self._peers.values()):
+            return
+        route.dropped = True
+        del self._routes[name]
 
     def channel_exists(self, name: str) -> bool:
         return name in self._routes or name in self._local_names()
@@ -167,6 +184,9 @@ class Hub(RuntimeBase):
         while True:
             wait_on: Writer | None = None
             with self._lock:
+                if route.dropped:  # forgotten since we looked it up: the channel's route now
+                    route = self._route(name)
+                    receivers = route.receivers
                 # The common case, kept short: nothing waits on the channel and an end has
                 # credit, so the message goes straight there (the choice _pump would make) and
                 # never occupies this process's pending window. One child end with credit that
@@ -219,6 +239,9 @@ class Hub(RuntimeBase):
     def _queue_local(self, route: _Route, payload: bytes) -> None:
         """Queue a message sent by this process against its credit (taken), or hand it over."""
         with self._lock:
+            if route.dropped:  # (it had no credit out when forgotten: ours came after; not owed)
+                route = self._route(route.name)
+                route.host_credit.try_take()
             if not route.pending:
                 receiver = self._pick(route, HOST)
                 if receiver is not None:
@@ -284,6 +307,7 @@ class Hub(RuntimeBase):
             receiver.returned = returned
             _hand_back(route, receiver)
             self._pump(route)
+            self._forget_if_idle(route)
 
     def _add_receiver(self, route: _Route, process: str, capacity: int, sink: Any = None) -> None:
         receiver = _find(route, process)
@@ -537,6 +561,7 @@ class Hub(RuntimeBase):
                     touched.append(route)
             for route in touched:
                 self._pump(route)
+                self._forget_if_idle(route)
         if reader is not None:
             reader.stop()
         if writer is not None:
@@ -653,6 +678,8 @@ class Hub(RuntimeBase):
             else:
                 receiver.credit += n
             self._pump(route)
+            if withdraw:
+                self._forget_if_idle(route)
 
     def _peer_returned(self, peer: _Peer, name: str, payload: bytes) -> None:
         with self._lock:
