@@ -16,10 +16,15 @@ step: ``asyncio.current_task()``, ``asyncio.timeout`` and anyio's cancel scopes
 work in it as in any asyncio code. (They used to start *eagerly*, the first
 step run inline by the dispatcher outside any task, which saved a task for a
 callback that never suspends, and broke ``asyncio.timeout`` and
-``anyio.fail_after`` there.) The tasks start in message order, after the sync
-callbacks of the same batch. A callback that returns a generator or an async
-generator (a ``yield`` in it by mistake) ran nothing: that is logged as its
-failure.
+``anyio.fail_after`` there.) On Python 3.12 and later the task starts eagerly
+(``eager_start``: its first step runs at once, inside the task, and a callback
+that never suspends is done before the next one starts); on 3.10 and 3.11 a task
+per call is scheduled, and the tasks start in message order after the sync
+callbacks of the same batch. The cost of an async callback that never suspends,
+in-process A/B (6 alternations, while other work ran): 3.12
+2.0 µs against 1.0 µs for the old eager start; 3.11 4.9 µs against 0.65 µs. A callback that
+returns a generator or an async generator (a ``yield`` in it by mistake) ran
+nothing: that is logged as its failure.
 
 Whatever a callback raises is its own failure, logged with the traceback, and the
 next callback runs, ``SystemExit`` included: ``sys.exit()`` in a callback would
@@ -31,6 +36,7 @@ a real Ctrl+C: it goes on up, and the process stops.
 
 from __future__ import annotations
 
+import sys
 import threading
 import types
 from collections.abc import Awaitable, Callable
@@ -51,6 +57,10 @@ def is_awaitable(value: Any) -> bool:
     return isinstance(value, Awaitable) or (
         isinstance(value, types.GeneratorType) and bool(value.gi_code.co_flags & 0x100)  # CO_ITERABLE_COROUTINE
     )
+
+
+# asyncio.Task(eager_start=True): the first step runs now, with the task as current_task().
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 def stops_the_process(exc: BaseException) -> bool:
@@ -75,7 +85,15 @@ def run_as_task(
     awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop, owner: set[asyncio.Task[Any]], label: str
 ) -> None:
     """Await ``awaitable`` in a task of ``loop``, kept in ``owner`` until it is done."""
-    task = loop.create_task(contained(awaitable, label))
+    if _EAGER_TASKS:
+        import asyncio  # loaded already: we run on a loop
+
+        task = asyncio.Task(contained(awaitable, label), loop=loop, eager_start=True)  # type: ignore[call-arg]
+        if task.done():  # it never suspended: nothing to own
+            _task_done(task, owner, label)
+            return
+    else:
+        task = loop.create_task(contained(awaitable, label))
     owner.add(task)
     task.add_done_callback(lambda t: _task_done(t, owner, label))
 
