@@ -124,3 +124,14 @@ def test_max_runs_below_runs_is_refused_before_anything_runs():
     assert proc.returncode == 2, proc
     assert "--max-runs (2) must be at least --runs (3)" in proc.stderr
     assert "run 1/" not in proc.stderr + proc.stdout
+
+
+def test_dispatch_cost_runs_and_prints_both_kinds(monkeypatch, capsys):
+    from benchmarks import dispatch_cost
+
+    monkeypatch.setattr(dispatch_cost, "BATCHES", 3)
+    monkeypatch.setattr(dispatch_cost, "ROUNDS", 1)
+    assert dispatch_cost.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("dispatch cost per callback, Python ")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["sync", "async"]
