@@ -490,3 +490,15 @@ def sender_closed_while_waiting(name: str) -> None:
     worker.join(30)
     active_channel.send(outcome[0] if outcome else ("still blocked", 30.0))
     threading.Event().wait()
+
+
+def recreating_receiver(name: str, report: str, rounds: int, take: int) -> None:
+    """Receives ``take`` messages on ``name``, closes its end and makes a new one at once,
+    ``rounds`` times; reports each round's messages, then ("done", pid)."""
+    out = Channel(report)
+    for _ in range(rounds):
+        end = Channel(name)
+        out.send(("batch", [end.receive(timeout=30) for _ in range(take)]))
+        end.close()
+    out.send(("done", os.getpid()))
+    threading.Event().wait()

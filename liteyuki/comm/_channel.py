@@ -538,6 +538,8 @@ class Channel(Generic[T]):
                     if remaining is not None and remaining <= 0:
                         raise CommTimeoutError(f"no message on channel {self.name!r} within {timeout} s")
                     state.cond.wait(remaining)
+                if state.closed:  # closed while this thread waited (a message may be here too)
+                    raise ChannelClosedError(f"channel {self.name!r} is closed")
                 payload = state.buffer.popleft()
                 report = state._consumed(1)
             if report:
@@ -635,8 +637,12 @@ class Channel(Generic[T]):
         if mode == _PASSIVE:
             dispatcher.ensure_loop()  # a plain child starts its callback loop on first need
         if not state.declared:
-            state.declared = True
-            current().declare_receiver(state)
+            with state.report_lock:  # with close(): declared and withdrawn, or never declared
+                if state.closed:
+                    raise ChannelClosedError(f"channel {self.name!r} is closed")
+                if not state.declared:
+                    state.declared = True
+                    current().declare_receiver(state)
 
     # -- closing ---------------------------------------------------------
     @property
@@ -652,20 +658,23 @@ class Channel(Generic[T]):
         with state.lock:
             if state.closed:
                 return
-            declared = state.declared
         state.shut()
         runtime = _context._current  # none yet: nothing was ever sent here, nobody waits
         if runtime is not None:
             runtime.interrupt_senders(self.name)
-        with _ends_lock:  # Channel(name) from now on makes a new end; this one stays closed
-            if _ends.get(self.name) is self:
-                del _ends[self.name]
-        if declared:
-            with state.report_lock:
+        # Withdrawn first, under the lock a first receive()'s declaration takes too: a
+        # declaration still on its way would otherwise make the closed end a receiver again.
+        with state.report_lock:
+            if state.declared:
                 with state.lock:
                     consumed, state.unreported = state.unreported, 0
                     returned = _take_all(state.running)
                 current().withdraw(state, consumed, returned)
+        # Only then may Channel(name) make a new end: the host and the link see the old end
+        # gone before the new one arrives.
+        with _ends_lock:
+            if _ends.get(self.name) is self:
+                del _ends[self.name]
 
     def _release(self) -> None:
         self._state.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import socket
@@ -94,6 +95,11 @@ class ChildRuntime(RuntimeBase):
         self._broken: str | None = None
         self._topics: set[str] = set()
         self._sinks: dict[str, Any] = {}
+        # Ends withdrawn whose WITHDRAW the host has not acknowledged yet, per name: messages
+        # on that name arriving meanwhile were sent to the withdrawn end (the host hands them
+        # back from its ledger), never to a new end of the same name, which the host only
+        # learns of after the WITHDRAW. They are dropped here until the acknowledgement.
+        self._withdrawing: collections.Counter[str] = collections.Counter()
         self._credits: dict[str, Credit] = {}
         self._heads: dict[str, MessageHead] = {}
         self.on_control: Callable[[str, bytes], None] = lambda op, payload: None
@@ -202,13 +208,23 @@ class ChildRuntime(RuntimeBase):
         # The host keeps what it handed us and did not hear consumed: it goes back to the
         # channel from there, after what we give back unhandled (``returned``). What still
         # arrives for this end is dropped here.
-        self._sinks.pop(sink.name, None)
+        name = sink.name
+        if self._sinks.get(name) is sink:
+            del self._sinks[name]
         sink.take_unconsumed()
         if self._broken is None:
-            name = sink.name
+            with self._lock:
+                self._withdrawing[name] += 1
             for payload in returned or ():
                 self.writer.put((encode(Kind.RETURN, name, payload),))
             self.writer.put((encode(Kind.WITHDRAW, name, b"", consumed),))
+        # The channel's credit and cached header go with its last end: names made per request
+        # would otherwise pile up here (a sender of the name makes them again when it sends).
+        credit = self._credits.get(name)
+        if credit is not None and credit.available == self.window and not credit.waiting():
+            with self._lock:
+                self._credits.pop(name, None)
+            self._heads.pop(name, None)
 
     # -- pub/sub ----------------------------------------------------------
     def publish(self, topic: str, payload: bytes) -> None:
@@ -338,8 +354,14 @@ class ChildRuntime(RuntimeBase):
             kind = frame.kind
             if payloads is not None:
                 sink = self._sinks.get(frame.name)
-                if sink is not None:  # else: withdrawn, and the host took these back
-                    sink.deliver(payloads)
+                if sink is not None and not self._withdrawing[frame.name]:
+                    sink.deliver(payloads)  # else: for a withdrawn end; the host takes them back
+            elif kind is Kind.WITHDRAW:  # the host read our WITHDRAW: what follows is the new end's
+                with self._lock:
+                    if self._withdrawing[frame.name] > 1:
+                        self._withdrawing[frame.name] -= 1
+                    else:
+                        self._withdrawing.pop(frame.name, None)
             elif kind is Kind.RESULT or kind is Kind.FAILURE:
                 waiter = self._pending.pop(frame.ref, None)
                 if waiter is not None:

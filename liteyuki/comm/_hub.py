@@ -299,8 +299,8 @@ class Hub(RuntimeBase):
         with self._lock:
             route = self._routes.get(sink.name)
             receiver = route and _find(route, HOST)
-            if route is None or receiver is None:
-                return
+            if route is None or receiver is None or receiver.sink is not sink:
+                return  # (a newer end of this process holds the name: not ours to withdraw)
             route.receivers.remove(receiver)
             sink.take_unconsumed()  # the same messages as the ledger's, which has their numbers
             _pop_consumed(receiver, consumed)
@@ -394,7 +394,11 @@ class Hub(RuntimeBase):
                 else:
                     peer = peers.get(sender)
                     if peer is not None and peer.generation == generation:
-                        peer.queued[route.name] -= 1
+                        queued = peer.queued
+                        if queued[route.name] > 1:
+                            queued[route.name] -= 1
+                        else:  # none left: no key kept for names used once (a reply channel each)
+                            queued.pop(route.name, None)
                         if grants is None:
                             grants = {}
                         grants[sender] = grants.get(sender, 0) + 1
@@ -607,6 +611,12 @@ class Hub(RuntimeBase):
                     self._pump(route)
             elif kind is Kind.WITHDRAW:
                 self._peer_consumed(peer, frame.name, frame.ref, withdraw=True)
+                # Acknowledged after everything sent to the withdrawn end: the child drops what
+                # arrives for the name until then (we hand it back), and gives what follows to
+                # a new end of that name (whose RECEIVER we read after this WITHDRAW).
+                writer = peer.writer
+                if writer is not None:
+                    writer.put((encode(Kind.WITHDRAW, frame.name),))
             elif kind is Kind.RETURN:
                 self._peer_returned(peer, frame.name, frame.payload)
             elif kind is Kind.PUBLISH:
