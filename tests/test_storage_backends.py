@@ -425,3 +425,17 @@ def test_a_cancelled_cluster_async_receive_loses_nothing_and_ends(backend):
     got, cancelled = asyncio.run(asyncio.wait_for(receive_with_cancels(), 100))
     assert sorted(got) == list(range(n)), f"{cancelled} cancelled; missing {sorted(set(range(n)) - set(got))[:10]}"
     chan.close()
+
+
+def test_two_hundred_gathered_async_calls_all_succeed(backend):
+    """redis.asyncio's pool refused the 101st concurrent connection at once ("Too many
+    connections"): half of a gather of 200 async calls failed on a healthy Redis, and Redis
+    was marked down for the process."""
+    key = unique("k")
+
+    async def gathered() -> list[Any]:
+        return await asyncio.gather(*(shared_memory.async_incr(key) for _ in range(200)), return_exceptions=True)
+
+    outcomes = asyncio.run(gathered())
+    assert [o for o in outcomes if isinstance(o, BaseException)][:3] == []
+    assert shared_memory.get(key) == 200

@@ -108,6 +108,9 @@ class RedisSettings:
         return _client(import_redis().asyncio, self)
 
 
+ASYNC_CONNECTIONS = 100  # per event loop and process: more concurrent async calls wait for one
+
+
 def _client(module: Any, settings: RedisSettings) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -115,14 +118,22 @@ def _client(module: Any, settings: RedisSettings) -> Any:
     retry_class = Retry
     if module.__name__ == "redis.asyncio":
         from redis.asyncio.retry import Retry as retry_class  # type: ignore[no-redef]
-    return module.Redis.from_url(
-        settings.url,
-        socket_timeout=settings.call_timeout,
-        socket_connect_timeout=min(CONNECT_TIMEOUT, settings.call_timeout),
-        retry=retry_class(NoBackoff(), 0),
+    options = {
+        "socket_timeout": settings.call_timeout,
+        "socket_connect_timeout": min(CONNECT_TIMEOUT, settings.call_timeout),
+        "retry": retry_class(NoBackoff(), 0),
         # A socket that broke while idle is noticed before a command is sent on it.
-        health_check_interval=30,
-    )
+        "health_check_interval": 30,
+    }
+    if module.__name__ == "redis.asyncio":
+        # redis.asyncio's pool holds at most 100 connections and refuses the 101st at once
+        # ("Too many connections"): a gather of 200 async calls on a healthy Redis failed half
+        # of them. This pool makes a call wait for a free connection, within call_timeout.
+        pool = module.BlockingConnectionPool.from_url(
+            settings.url, max_connections=ASYNC_CONNECTIONS, timeout=settings.call_timeout, **options
+        )
+        return module.Redis(connection_pool=pool)
+    return module.Redis.from_url(settings.url, **options)
 
 
 def settings_from(storage: Any, namespace: Any, call_timeout: float = 10.0, claim_idle: float = 30.0) -> RedisSettings:
