@@ -66,6 +66,19 @@ def _timed_call(op: str, args: tuple[Any, ...], timeout: float) -> tuple[Any, fl
     return result, time.monotonic() - t0
 
 
+def _cluster_slow(name: str, seconds: float) -> str:
+    """A cluster consumer whose callback takes ``seconds`` (work, not a wait for anything);
+    it counts each message it handled in the store, under ``name:n``."""
+    import time
+
+    @Channel(name, cluster=True).on_receive()
+    def work(n: int) -> None:
+        shared_memory.incr(f"{name}:{n}")
+        time.sleep(seconds)
+
+    return "consuming"
+
+
 def _fork_sleeper() -> int:
     """Fork a copy of this child that does nothing until killed (it holds every fd we hold)."""
     import signal
@@ -105,6 +118,7 @@ COMMANDS: dict[str, Any] = {
     "typed_end": lambda name: Channel[int](name),
     "timed_call": _timed_call,
     "fork_sleeper": _fork_sleeper,
+    "cluster_slow": _cluster_slow,
     "get_all": lambda: _call(shared_memory.get_all),
 }
 

@@ -285,3 +285,39 @@ def test_rediss_with_a_ca_in_the_url_works_and_without_it_is_a_clear_error(tmp_p
         without_ca.close()
     finally:
         server.close()
+
+
+@pytest.mark.timeout(90)
+def test_live_cluster_consumers_with_steady_callbacks_handle_each_message_once(redis_server: RedisServer, host):
+    """The consumer renewed its batch only when a wait for a finished callback timed out:
+    callbacks finishing one by one more often than that left the rest of the batch idle, and
+    the other live consumer reclaimed and handled them again (26 of 40 twice)."""
+    import redis
+
+    name, a, b = unique("jobs"), unique("a"), unique("b")
+    namespace = unique("ns")
+    host(
+        {a: targets.agent, b: targets.agent},
+        storage=redis_server.url(5),
+        storage_namespace=namespace,
+        cluster_claim_idle=1.0,
+    )
+    for child in (a, b):
+        assert ask(child, "cluster_slow", name, 0.3) == "consuming"
+    chan = Channel(name, cluster=True)
+    n = 40
+    for i in range(n):
+        chan.send(i)
+    raw = redis.Redis.from_url(redis_server.url(5))
+    stream = f"{namespace}:chan:{name}"
+
+    def settled() -> bool:  # every message handled, and nothing left pending in the stream
+        counts = [shared_memory.get(f"{name}:{i}") for i in range(n)]
+        return all(counts) and raw.xpending(stream, "receivers")["pending"] == 0
+
+    deadline = time.monotonic() + 60
+    while not settled():
+        assert time.monotonic() < deadline, "not every message was handled and acknowledged within 60 s"
+        time.sleep(0.1)  # polling a real condition (the store's counts, the stream's pending list)
+    counts = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
+    assert {i: c for i, c in counts.items() if c != 1} == {}

@@ -530,19 +530,20 @@ class ClusterChannel(Channel[T]):
         keep_alive = max(0.05, self._settings.claim_idle / 3)
         renew_at = time.monotonic() + keep_alive
         while remaining:
+            # Renewed when due, whatever else happens: callbacks that finish one by one more
+            # often than the wait below times out used to leave the rest of the batch unrenewed,
+            # and another live process reclaimed them (each handled twice).
+            if time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + keep_alive
+                try:  # still working on them: reset their idle time so nobody reclaims them
+                    self._client.execute_command("XCLAIM", self._stream, GROUP, self._consumer, 0, *remaining, "JUSTID")
+                except Exception:
+                    pass  # Redis away: the acknowledgement below retries
             try:
                 items = [finished.get(timeout=min(keep_alive, BLOCK_MS / 1000))]
             except queue.Empty:
                 if self._closed:
                     return  # left pending: another consumer reclaims them
-                if time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + keep_alive
-                    try:  # still working on them: reset their idle time so nobody reclaims them
-                        self._client.execute_command(
-                            "XCLAIM", self._stream, GROUP, self._consumer, 0, *remaining, "JUSTID"
-                        )
-                    except Exception:
-                        pass  # Redis away: the acknowledgement below retries
                 continue
             while True:  # everything else that finished meanwhile goes in the same round trip
                 try:
