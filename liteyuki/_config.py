@@ -158,9 +158,15 @@ def _pyproject_table(file: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        table = tomllib.loads(file.read_text("utf-8")).get("tool", {}).get("liteyuki", {})
+        data = tomllib.loads(file.read_text("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: a byte that is not is the file's fault
+        raise ConfigError(f"{file}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{file}: [tool] must be a table, got {type(tool).__name__}")
+    table = tool.get("liteyuki", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: [tool.liteyuki] must be a table")
     return table
@@ -174,7 +180,11 @@ def _dotenv(file: Path) -> dict[str, str]:
         from dotenv import dotenv_values  # NoneBot depends on python-dotenv
     except ImportError:  # pragma: no cover
         return {}
-    return {k: v for k, v in dotenv_values(file).items() if k.upper().startswith(ENV_PREFIX) and v is not None}
+    try:
+        values = dotenv_values(file)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return {k: v for k, v in values.items() if k.upper().startswith(ENV_PREFIX) and v is not None}
 
 
 def _from_env(variables: dict[str, str]) -> dict[str, str]:

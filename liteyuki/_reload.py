@@ -47,23 +47,17 @@ __all__ = ["SUPERVISOR_FD_ENV", "Reload", "requested"]
 # Set by the supervisor for the host it runs: the read end of a pipe whose EOF means
 # "the supervisor is gone" (the host, in its own session, would otherwise outlive it).
 SUPERVISOR_FD_ENV = "LITEYUKI_RELOAD_FD"
-_TRUE = ("1", "true", "yes", "on")
 
 
 def requested(config: dict[str, Any]) -> bool:
-    """Whether development mode is on: ``reload=True``, ``LITEYUKI_RELOAD=true`` or
-    ``reload = true`` under ``[tool.liteyuki]`` in the host's pyproject.toml."""
+    """Whether development mode is on: ``reload`` of the merged configuration, which came
+    from ``reload=True``, ``LITEYUKI_RELOAD``, ``.env`` or ``[tool.liteyuki] reload`` with the
+    documented precedence (it used to re-read the environment and pyproject.toml here, so
+    ``LITEYUKI_RELOAD=false`` or ``reload=False`` could not turn a pyproject's ``true`` off)."""
     value = config.get("reload", False)
     if not isinstance(value, bool):
         raise TypeError(f"reload must be a bool, got {type(value).__name__} {value!r}")
-    if value or os.environ.get("LITEYUKI_RELOAD", "").strip().lower() in _TRUE:
-        return True
-    pyproject = config.get("pyproject")
-    if pyproject:
-        from ._watch import tool_table
-
-        return tool_table(Path(pyproject), "liteyuki").get("reload") is True
-    return False
+    return value
 
 
 def nonebot_pyprojects(bot: LiteyukiBot) -> dict[str, Path]:

@@ -125,7 +125,10 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
         if sys.stdin is not None and sys.stdin.isatty() and hasattr(signal, "SIGWINCH"):
             # The terminal resizes only its foreground group (ours): tell a console UI in the host's session.
-            previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._on_resize)
+            previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._forward)
+        # `kill -USR1 <the pid the user started>` asks for the status (README, "Status"): the
+        # host logs it. Not handled here, its default action ended this process and the bot.
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._forward)
         watcher = Watcher(
             self.rules,
             on_change=lambda _process, paths: events.put(("change", paths)),
@@ -151,7 +154,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._events.put(("signal", signum))  # SimpleQueue.put is safe in a signal handler
 
-    def _on_resize(self, signum: int, frame: Any) -> None:
+    def _forward(self, signum: int, frame: Any) -> None:
         host = self._host
         if host is not None:
             host.forward(signum)

@@ -126,9 +126,10 @@ def classify(rules: Iterable[Rule], path: str | Path) -> Rule | None:
 def tool_table(pyproject: Path, tool: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(pyproject.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # (TOMLDecodeError and UnicodeDecodeError: the host says what is wrong)
         return {}
-    table = data.get("tool", {}).get(tool, {})
+    tools = data.get("tool", {})
+    table = tools.get(tool, {}) if isinstance(tools, dict) else {}
     return table if isinstance(table, dict) else {}
 
 
@@ -178,7 +179,9 @@ def plugin_rules(process: str | None, modules: Iterable[str], dirs: Iterable[str
 def nonebot_rules(process: str, pyproject: str | Path) -> list[Rule]:
     """The plugins ``nonebot.load_from_toml(pyproject)`` loads in child ``process``.
 
-    NoneBot resolves ``plugin_dirs`` against the working directory, and so do we.
+    NoneBot resolves ``plugin_dirs`` against the working directory, which ``run_nonebot``
+    makes the project's folder: so do we (resolving against our own working directory left
+    every NoneBot plugin unwatched when bot.py was started from another folder).
     """
     table = tool_table(Path(pyproject), "nonebot")
     plugins = table.get("plugins", [])
@@ -186,8 +189,9 @@ def nonebot_rules(process: str, pyproject: str | Path) -> list[Rule]:
         modules = [str(m) for group in plugins.values() if isinstance(group, list) for m in group]
     else:  # the older form: plugins = ["module", ...]
         modules = [str(m) for m in plugins] if isinstance(plugins, list) else []
-    dirs = [str(d) for d in table.get("plugin_dirs", [])]
-    return plugin_rules(process, modules, dirs, Path.cwd())
+    plugin_dirs = table.get("plugin_dirs", [])
+    dirs = [str(d) for d in plugin_dirs] if isinstance(plugin_dirs, list) else []  # (the child says what is wrong)
+    return plugin_rules(process, modules, dirs, Path(os.path.realpath(pyproject)).parent)
 
 
 def config_rules(pyprojects: Iterable[str | Path], script: str | Path | None) -> list[Rule]:

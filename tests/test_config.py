@@ -122,3 +122,18 @@ def test_broken_pyproject_is_a_config_error(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.liteyuki\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         build_config({"pyproject": tmp_path / "pyproject.toml"}, environ={})
+
+
+def test_non_utf8_files_and_a_tool_that_is_not_a_table_are_config_errors(tmp_path):
+    """They raised a raw UnicodeDecodeError / AttributeError at start-up."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_bytes(b"[tool.liteyuki]\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: not UTF-8 \(invalid continuation byte at byte \d+\)$"):
+        build_config({"pyproject": pyproject}, environ={})
+    pyproject.write_text("tool = 5\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: \[tool\] must be a table, got int$"):
+        build_config({"pyproject": pyproject}, environ={})
+    pyproject.write_text("[tool.liteyuki]\n")
+    (tmp_path / ".env").write_bytes(b"LITEYUKI_STOP_GRACE=2\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"\.env: not UTF-8"):
+        build_config({"pyproject": pyproject}, environ={})

@@ -101,18 +101,39 @@ def test_nonebot_plugins_are_read_from_both_pyproject_forms(project: Path, monke
     assert plugin_rules(HOST, ["pkg.sub"], [], project) == [Rule(project / "nb_plugins/pkg", HOST, ("sub.py",))]
 
 
-def test_reload_is_switched_on_by_kwarg_env_or_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LITEYUKI_RELOAD", raising=False)
+def test_reload_is_switched_on_and_off_with_the_configuration_precedence(tmp_path: Path) -> None:
+    """kwargs > environment > .env > pyproject, as for every setting: LITEYUKI_RELOAD=false and
+    reload=False used not to turn a pyproject's reload = true off (requested() re-read them)."""
+    from liteyuki._config import build_config
+
+    def on(kwargs: dict[str, object], environ: dict[str, str]) -> bool:
+        return requested(build_config({"pyproject": str(pyproject), **kwargs}, environ=environ).model_dump())
+
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[tool.liteyuki]\nplugins = []\n")
-    assert not requested({"pyproject": str(pyproject)})
-    assert requested({"reload": True, "pyproject": None})
+    assert not on({}, {})
+    assert on({"reload": True}, {})
+    assert on({}, {"LITEYUKI_RELOAD": "true"})
     pyproject.write_text("[tool.liteyuki]\nreload = true\n")
-    assert requested({"pyproject": str(pyproject)})
-    monkeypatch.setenv("LITEYUKI_RELOAD", "true")
-    assert requested({"pyproject": None})
+    assert on({}, {})
+    assert not on({}, {"LITEYUKI_RELOAD": "false"})
+    assert not on({"reload": False}, {"LITEYUKI_RELOAD": "true"})
     with pytest.raises(TypeError, match=r"^reload must be a bool, got str 'yes'$"):
         requested({"reload": "yes"})
+
+
+def test_nonebot_plugin_dirs_are_watched_from_the_project_wherever_bot_py_starts(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were resolved against the working directory: started from another folder, no NoneBot
+    plugin was watched ("src/nonebot_plugins does not exist; not watched")."""
+    (project / "src/nb").mkdir(parents=True)
+    toml = project / "nb.toml"
+    toml.write_text('[tool.nonebot]\nplugin_dirs = ["src/nb"]\n')
+    monkeypatch.chdir(project.parent)
+    assert Rule(project / "src/nb", "nonebot") in nonebot_rules("nonebot", toml)
+    toml.write_text("[tool.nonebot]\nplugin_dirs = 5\n")  # the child says what is wrong; no crash here
+    assert nonebot_rules("nonebot", toml) == []
 
 
 def test_without_watchfiles_reload_says_what_to_install(tmp_path: Path) -> None:
@@ -410,5 +431,22 @@ def test_a_host_whose_supervisor_was_killed_stops_by_itself(tmp_path: Path) -> N
         bot.drain(5)
         assert "Traceback" not in bot.output, bot.output
         assert "reload: the supervisor is gone; stopping" in bot.output, bot.output
+    finally:
+        bot.close()
+
+
+@pytest.mark.timeout(90)
+def test_sigusr1_to_the_process_the_user_started_logs_the_status(tmp_path: Path) -> None:
+    """Under --reload that process is the supervisor, which did not handle SIGUSR1: its default
+    action ended it, and the host stopped with it ("User defined signal 1", rc 138)."""
+    bot, _, _ = start_project(tmp_path)
+    try:
+        bot.wait_for(CHILD_WATCHING, STARTUP)
+        bot.track()
+        mark = len(bot.lines)
+        os.kill(bot.pid, signal.SIGUSR1)
+        bot.wait_for(r"liteyuki status \(host, host pid \d+", 15, start=mark)
+        assert bot.proc.poll() is None
+        bot.stop_and_check("group", since=len(bot.lines))
     finally:
         bot.close()
