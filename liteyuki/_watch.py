@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,17 @@ IGNORED_NAMES = re.compile(r"\.py[cod]$|\.___jb_...___$|\.sw.$|~$|^\.#|^\.DS_Sto
 CONFIG_NAMES = ("pyproject.toml", ".env", ".env.*")
 
 # A burst of saves (editor temp file + rename, format-on-save, git checkout) is one change:
-# watchfiles yields once nothing moved for STEP_MS, or after DEBOUNCE_MS at most.
-STEP_MS = 300
+# reported once nothing moved for QUIET s, or QUIET_MAX s after its first change at most.
+# watchfiles alone ends a batch when its *set* of paths stops growing, so the same file saved
+# every 0.1 s came out as a batch every ~0.6 s (five restarts for one burst): it yields small
+# batches here (STEP_MS), and the watcher merges them.
+QUIET = 0.3
+QUIET_MAX = 3.0
+STEP_MS = 50
 DEBOUNCE_MS = 3_000
-# How often a watcher thread wakes up without changes (to notice stop, and to report it is live).
-TICK_MS = 500
+# How often a watcher thread wakes up without changes (to notice stop, to end a quiet period,
+# and to report it is live).
+TICK_MS = 100
 
 
 def require_watchfiles() -> Any:
@@ -281,6 +288,8 @@ class Watcher:
 
     def _watch(self, paths: list[str], recursive: bool) -> None:
         live = False
+        burst: list[str] = []
+        first = last = 0.0
         try:
             for changes in self._watchfiles.watch(
                 *paths,
@@ -297,8 +306,16 @@ class Watcher:
                 if not live:
                     live = True
                     self._live()
-                if changes and not self._stop.is_set():
-                    self._dispatch(path for _, path in changes)
+                if self._stop.is_set():
+                    continue
+                now = time.monotonic()
+                if changes:
+                    burst.extend(path for _, path in changes)
+                    last = now
+                    first = first or now
+                if burst and (now - last >= QUIET or now - first >= QUIET_MAX):
+                    self._dispatch(burst)
+                    burst, first = [], 0.0
         except Exception:
             logger.exception(f"reload: watching {', '.join(map(display, paths))} failed; those changes are not seen")
             if not live:

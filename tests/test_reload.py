@@ -184,6 +184,37 @@ def test_watcher_reports_a_burst_once_and_ignores_caches(tmp_path: Path) -> None
     assert batches == [("nonebot", [str(folder / "a.py")])]
 
 
+def test_the_same_file_saved_over_and_over_is_one_change(tmp_path: Path) -> None:
+    """watchfiles ends a batch once its set of paths stops growing: one file saved every 0.1 s
+    for 1.5 s came out as two or three batches (a restart each). The watcher merges them: the
+    report comes after the last save, once nothing moved for QUIET s."""
+    import time
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    reports: list[tuple[float, list[str]]] = []
+    got, live = threading.Event(), threading.Event()
+
+    def on_change(process: str | None, paths: list[str]) -> None:
+        reports.append((time.monotonic(), paths))
+        got.set()
+
+    watcher = Watcher([Rule(folder, "nonebot")], on_change, live.set)
+    watcher.start()
+    try:
+        assert live.wait(10), "the watcher did not come up"
+        for i in range(15):  # a user saving as they type: the pacing is the stimulus, not a wait
+            (folder / "a.py").write_text(f"# save {i}\n")
+            last_save = time.monotonic()
+            time.sleep(0.1)
+        assert got.wait(10), "no change reported"
+    finally:
+        watcher.stop()
+        watcher.join(5)
+    when, paths = reports[0]
+    assert when > last_save and paths == [str(folder / "a.py")], reports
+
+
 # -- end to end: python bot.py --reload in a temporary project ----------------------------------
 
 PYPROJECT = """\
