@@ -204,12 +204,12 @@ def build_config(kwargs: dict[str, Any], environ: dict[str, str] | None = None) 
         file = Path(pyproject)
         table = _pyproject_table(file)
         _check_keys(table, f"[tool.liteyuki] in {file}")
-        table = dict(table)
-        if isinstance(table.get("plugin_dirs"), list):
-            table["plugin_dirs"] = [str(file.parent / d) if isinstance(d, str) else d for d in table["plugin_dirs"]]
+        table = _relative_to(file.parent, dict(table))
         layers.append((f"[tool.liteyuki] in {file}", table))
         dotenv = file.parent / ".env"
-        layers.append((f"{dotenv}", _from_env(_dotenv(dotenv))))
+        # The .env beside it is the project's too: its relative plugin_dirs are the project's,
+        # wherever bot.py starts (they were read against the working directory).
+        layers.append((f"{dotenv}", _relative_to(file.parent, _from_env(_dotenv(dotenv)))))
     layers.append(("environment", _from_env(environ)))
     layers.append(("LiteyukiBot()", dict(kwargs)))
 
@@ -236,6 +236,17 @@ def build_config(kwargs: dict[str, Any], environ: dict[str, str] | None = None) 
             where = f"{key} ({source})"
         got = f", got {merged[key]!r}" if key in merged and "got" not in message else ""
         raise ConfigError(f"setting {where}: {message}{got}") from None
+
+
+def _relative_to(folder: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """``plugin_dirs`` of a project file, as paths from ``folder`` (a list, a str, or the
+    comma-separated text of a ``.env``); anything else is left for the checks to name."""
+    dirs = values.get("plugin_dirs")
+    if isinstance(dirs, str):
+        dirs = [d.strip() for d in dirs.split(",") if d.strip()]
+    if isinstance(dirs, list):
+        values = {**values, "plugin_dirs": [str(folder / d) if isinstance(d, str) else d for d in dirs]}
+    return values
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -137,3 +137,11 @@ def test_non_utf8_files_and_a_tool_that_is_not_a_table_are_config_errors(tmp_pat
     (tmp_path / ".env").write_bytes(b"LITEYUKI_STOP_GRACE=2\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"\.env: not UTF-8"):
         build_config({"pyproject": pyproject}, environ={})
+
+
+def test_plugin_dirs_from_the_projects_dotenv_or_a_string_are_the_projects(tmp_path, monkeypatch):
+    """Read against the working directory, they were not found when bot.py started elsewhere."""
+    file = project(tmp_path, 'plugin_dirs = "src/one"', "LITEYUKI_PLUGIN_DIRS=src/two, /abs/three\n")
+    monkeypatch.chdir(tmp_path.parent)
+    config = build_config({"pyproject": file}, environ={"LITEYUKI_PLUGIN_DIRS": "from/cwd"})
+    assert config.plugin_dirs == [str(tmp_path / "src/one"), str(tmp_path / "src/two"), "/abs/three", "from/cwd"]
