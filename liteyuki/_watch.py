@@ -206,6 +206,14 @@ def config_rules(pyprojects: Iterable[str | Path], script: str | Path | None) ->
     folders = {Path(os.path.realpath(Path(p).parent)) for p in pyprojects} | {Path(os.path.realpath(Path.cwd()))}
     rules = [Rule(folder, HOST, CONFIG_NAMES) for folder in sorted(folders)]
     rules += [Rule(Path(p).parent, HOST, (Path(p).name,)) for p in pyprojects]
+    # A configuration file that is a symlink changes where it points: watch the target too
+    # (saving it used to restart nothing).
+    for folder in sorted(folders):
+        for pattern in CONFIG_NAMES:
+            for link in sorted(folder.glob(pattern)):
+                if link.is_symlink():
+                    target = Path(os.path.realpath(link))
+                    rules.append(Rule(target.parent, HOST, (target.name,)))
     if script:
         path = Path(os.path.realpath(script))
         rules.append(Rule(path.parent, HOST, (path.name,)))

@@ -80,6 +80,20 @@ def test_configuration_files_restart_the_host(project: Path) -> None:
     assert classify(rules, project / "other.py").process == "nonebot"
 
 
+def test_symlinked_configuration_files_are_watched_where_they_point(project: Path, tmp_path: Path) -> None:
+    """Saving the target of a symlinked pyproject.toml or .env restarted nothing."""
+    shared = tmp_path / "shared-config"
+    shared.mkdir()
+    for name in ("pyproject.toml", ".env"):
+        (shared / name).write_text("")
+        (project / name).unlink(missing_ok=True)
+        (project / name).symlink_to(shared / name)
+    rules = config_rules([project / "pyproject.toml"], None)
+    for name in ("pyproject.toml", ".env"):
+        rule = classify(rules, shared / name)
+        assert rule is not None and rule.process is HOST, name
+
+
 def test_nonebot_plugins_are_read_from_both_pyproject_forms(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "nb_plugins/pkg/__init__.py").write_text("")
     (project / "single.py").write_text("")
