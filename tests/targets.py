@@ -79,6 +79,24 @@ def _cluster_slow(name: str, seconds: float) -> str:
     return "consuming"
 
 
+def _cluster_close_after(name: str, k: int) -> str:
+    """A cluster consumer that closes its end from its callback at its ``k``-th message; it
+    counts what it handled under ``name:n``, and any callback run after the close."""
+    chan = Channel(name, cluster=True)
+    seen = [0]
+
+    @chan.on_receive()
+    def work(n: int) -> None:
+        if chan.closed:
+            shared_memory.incr(f"{name}:after-close")
+        shared_memory.incr(f"{name}:{n}")
+        seen[0] += 1
+        if seen[0] == k:
+            chan.close()
+
+    return "consuming"
+
+
 def _fork_sleeper() -> int:
     """Fork a copy of this child that does nothing until killed (it holds every fd we hold)."""
     import signal
@@ -119,6 +137,7 @@ COMMANDS: dict[str, Any] = {
     "timed_call": _timed_call,
     "fork_sleeper": _fork_sleeper,
     "cluster_slow": _cluster_slow,
+    "cluster_close_after": _cluster_close_after,
     "get_all": lambda: _call(shared_memory.get_all),
 }
 

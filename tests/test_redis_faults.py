@@ -321,3 +321,38 @@ def test_live_cluster_consumers_with_steady_callbacks_handle_each_message_once(r
         time.sleep(0.1)  # polling a real condition (the store's counts, the stream's pending list)
     counts = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
     assert {i: c for i, c in counts.items() if c != 1} == {}
+
+
+@pytest.mark.timeout(90)
+def test_a_cluster_end_closed_by_its_callback_runs_nothing_more_and_hands_nothing_twice(
+    redis_server: RedisServer, host
+):
+    """The rest of the batch still ran after close(), and close() closed the connection before
+    the consumer acknowledged what had run: those were reclaimed and handled again elsewhere."""
+    import redis
+
+    name, a, b = unique("jobs"), unique("a"), unique("b")
+    namespace = unique("ns")
+    host(
+        {a: targets.agent, b: targets.agent},
+        storage=redis_server.url(6),
+        storage_namespace=namespace,
+        cluster_claim_idle=1.0,
+    )
+    assert ask(a, "cluster_close_after", name, 5) == "consuming"
+    assert ask(b, "cluster_slow", name, 0.0) == "consuming"
+    chan = Channel(name, cluster=True)
+    n = 200
+    for i in range(n):
+        chan.send(i)
+    raw = redis.Redis.from_url(redis_server.url(6))
+    stream = f"{namespace}:chan:{name}"
+    deadline = time.monotonic() + 60
+    while not (
+        all(shared_memory.get(f"{name}:{i}") for i in range(n)) and raw.xpending(stream, "receivers")["pending"] == 0
+    ):
+        assert time.monotonic() < deadline, "not every message was handled and acknowledged within 60 s"
+        time.sleep(0.1)  # polling a real condition (the store's counts, the stream's pending list)
+    assert shared_memory.get(f"{name}:after-close") is None
+    counts = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
+    assert {i: c for i, c in counts.items() if c != 1} == {}

@@ -504,6 +504,16 @@ class ClusterChannel(Channel[T]):
         return decorator
 
     def _consume(self) -> None:
+        try:
+            self._consume_until_closed()
+        finally:
+            if self._closed:  # close() leaves the connection to us while we still acknowledge
+                try:
+                    self._client.close()
+                except Exception:
+                    pass
+
+    def _consume_until_closed(self) -> None:
         delay = 0.0
         while not self._closed:
             try:
@@ -529,6 +539,7 @@ class ClusterChannel(Channel[T]):
         remaining = {entry_id for entry_id, _ in entries}
         keep_alive = max(0.05, self._settings.claim_idle / 3)
         renew_at = time.monotonic() + keep_alive
+        progress = time.monotonic()
         while remaining:
             # Renewed when due, whatever else happens: callbacks that finish one by one more
             # often than the wait below times out used to leave the rest of the batch unrenewed,
@@ -542,9 +553,14 @@ class ClusterChannel(Channel[T]):
             try:
                 items = [finished.get(timeout=min(keep_alive, BLOCK_MS / 1000))]
             except queue.Empty:
-                if self._closed:
-                    return  # left pending: another consumer reclaims them
+                # Closed: the batch's callbacks that already started still finish and are
+                # acknowledged (the rest are skipped, left pending for another consumer): one
+                # left unacknowledged would be handled again elsewhere. A loop that is gone
+                # runs nothing more: given up after cluster_claim_idle without progress.
+                if self._closed and time.monotonic() - progress > self._settings.claim_idle:
+                    return
                 continue
+            progress = time.monotonic()
             while True:  # everything else that finished meanwhile goes in the same round trip
                 try:
                     items.append(finished.get_nowait())
@@ -574,6 +590,9 @@ class ClusterChannel(Channel[T]):
         with self._lock:
             callbacks = list(self._callbacks)
         for entry_id, payload in entries:
+            if self._closed:  # closed (maybe by a callback of this batch): the rest is not run
+                finished((entry_id, False))
+                continue
             try:
                 data = loads(payload, what=self._what)
             except SerializationError:
@@ -624,8 +643,14 @@ class ClusterChannel(Channel[T]):
         """Stop sending and receiving here; messages not yet handled stay in the stream. Safe twice."""
         self._closed = True
         thread = self._consumer_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(BLOCK_MS / 1000 + 2)
+        if thread is not None and thread.is_alive():
+            # The consumer thread acknowledges what already ran and closes the connection when
+            # it ends. Not waited for on the loop the callbacks run on (it waits for them there).
+            loop = dispatcher.loop
+            on_loop = loop is not None and _on_loop(loop)
+            if not on_loop and thread is not threading.current_thread():
+                thread.join(BLOCK_MS / 1000 + 2)
+            return
         try:
             self._client.close()
         except Exception:
@@ -634,6 +659,13 @@ class ClusterChannel(Channel[T]):
     def _release(self) -> None:
         """Wake blocked receivers with ``ChannelClosedError`` (shutdown; within BLOCK_MS); the end stays usable."""
         self._generation += 1
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 async def _call_if(func: Callback, flt: FilterFunc, data: Any) -> None:
