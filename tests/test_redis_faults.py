@@ -287,28 +287,28 @@ def test_rediss_with_a_ca_in_the_url_works_and_without_it_is_a_clear_error(tmp_p
         server.close()
 
 
-@pytest.mark.timeout(90)
-def test_live_cluster_consumers_with_steady_callbacks_handle_each_message_once(redis_server: RedisServer, host):
-    """The consumer renewed its batch only when a wait for a finished callback timed out:
-    callbacks finishing one by one more often than that left the rest of the batch idle, and
-    the other live consumer reclaimed and handled them again (26 of 40 twice)."""
+def _two_cluster_consumers(
+    redis_server: RedisServer, host: Any, db: int, setups: tuple[tuple[Any, ...], tuple[Any, ...]], n: int
+) -> dict[int, Any]:
+    """Two children consume cluster channel ``name`` (``setups``: the command each runs, with
+    its arguments after the name); ``n`` numbered messages are sent. Returns how many times
+    each was handled, once every one was handled and none is pending in the stream."""
     import redis
 
     name, a, b = unique("jobs"), unique("a"), unique("b")
     namespace = unique("ns")
     host(
         {a: targets.agent, b: targets.agent},
-        storage=redis_server.url(5),
+        storage=redis_server.url(db),
         storage_namespace=namespace,
         cluster_claim_idle=1.0,
     )
-    for child in (a, b):
-        assert ask(child, "cluster_slow", name, 0.3) == "consuming"
+    for child, (command, *args) in zip((a, b), setups, strict=True):
+        assert ask(child, command, name, *args) == "consuming"
     chan = Channel(name, cluster=True)
-    n = 40
     for i in range(n):
         chan.send(i)
-    raw = redis.Redis.from_url(redis_server.url(5))
+    raw = redis.Redis.from_url(redis_server.url(db))
     stream = f"{namespace}:chan:{name}"
 
     def settled() -> bool:  # every message handled, and nothing left pending in the stream
@@ -319,8 +319,18 @@ def test_live_cluster_consumers_with_steady_callbacks_handle_each_message_once(r
     while not settled():
         assert time.monotonic() < deadline, "not every message was handled and acknowledged within 60 s"
         time.sleep(0.1)  # polling a real condition (the store's counts, the stream's pending list)
-    counts = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
-    assert {i: c for i, c in counts.items() if c != 1} == {}
+    counts: dict[Any, Any] = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
+    counts["after-close"] = shared_memory.get(f"{name}:after-close")
+    return counts
+
+
+@pytest.mark.timeout(90)
+def test_live_cluster_consumers_with_steady_callbacks_handle_each_message_once(redis_server: RedisServer, host):
+    """The consumer renewed its batch only when a wait for a finished callback timed out:
+    callbacks finishing one by one more often than that left the rest of the batch idle, and
+    the other live consumer reclaimed and handled them again (26 of 40 twice)."""
+    counts = _two_cluster_consumers(redis_server, host, 5, (("cluster_slow", 0.3), ("cluster_slow", 0.3)), 40)
+    assert {i: c for i, c in counts.items() if c != 1} == {"after-close": None}
 
 
 @pytest.mark.timeout(90)
@@ -329,30 +339,5 @@ def test_a_cluster_end_closed_by_its_callback_runs_nothing_more_and_hands_nothin
 ):
     """The rest of the batch still ran after close(), and close() closed the connection before
     the consumer acknowledged what had run: those were reclaimed and handled again elsewhere."""
-    import redis
-
-    name, a, b = unique("jobs"), unique("a"), unique("b")
-    namespace = unique("ns")
-    host(
-        {a: targets.agent, b: targets.agent},
-        storage=redis_server.url(6),
-        storage_namespace=namespace,
-        cluster_claim_idle=1.0,
-    )
-    assert ask(a, "cluster_close_after", name, 5) == "consuming"
-    assert ask(b, "cluster_slow", name, 0.0) == "consuming"
-    chan = Channel(name, cluster=True)
-    n = 200
-    for i in range(n):
-        chan.send(i)
-    raw = redis.Redis.from_url(redis_server.url(6))
-    stream = f"{namespace}:chan:{name}"
-    deadline = time.monotonic() + 60
-    while not (
-        all(shared_memory.get(f"{name}:{i}") for i in range(n)) and raw.xpending(stream, "receivers")["pending"] == 0
-    ):
-        assert time.monotonic() < deadline, "not every message was handled and acknowledged within 60 s"
-        time.sleep(0.1)  # polling a real condition (the store's counts, the stream's pending list)
-    assert shared_memory.get(f"{name}:after-close") is None
-    counts = {i: shared_memory.get(f"{name}:{i}") for i in range(n)}
-    assert {i: c for i, c in counts.items() if c != 1} == {}
+    counts = _two_cluster_consumers(redis_server, host, 6, (("cluster_close_after", 5), ("cluster_slow", 0.0)), 200)
+    assert {i: c for i, c in counts.items() if c != 1} == {"after-close": None}
