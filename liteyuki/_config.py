@@ -64,13 +64,19 @@ def _number(value: Any) -> Any:
 def _log_level(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a level name or a number, not a bool")
+    rule = f"must be one of {', '.join(_LEVELS)} or a number 0-50, got {value!r}"
     if isinstance(value, str):
         if value.strip().isdigit():
-            return int(value)
-        name = value.strip().upper()
-        if name not in _LEVELS:
-            raise ValueError(f"must be one of {', '.join(_LEVELS)} or a number 0-50, got {value!r}")
-        return name
+            value = int(value)
+        else:
+            name = value.strip().upper()
+            if name not in _LEVELS:
+                raise ValueError(rule)
+            return name
+    # A number outside 0-50 (or a float) is named by this rule here: the union of str and int
+    # below would report only its first branch ("Input should be a valid string").
+    if type(value) is not int or not 0 <= value <= 50:
+        raise ValueError(rule)
     return value
 
 
