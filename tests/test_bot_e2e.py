@@ -557,3 +557,15 @@ def test_console_ui_shows_logs_in_its_log_view_and_sigterm_restores_terminal(tmu
     assert "Traceback" not in final, final
     assert not ui_up(final), f"the UI is still on the screen after exit:\n{final}"
     assert "liteyuki stopped" in final, final
+
+
+def test_a_misspelt_liteyuki_console_is_said_and_the_terminal_decides(monkeypatch, capfd) -> None:
+    """LITEYUKI_CONSOLE=bogus was ignored without a word."""
+    from liteyuki import log
+    from liteyuki.process import console_is_interactive
+
+    log.install()
+    monkeypatch.setenv("LITEYUKI_CONSOLE", "headles")
+    monkeypatch.delenv("CONSOLE_HEADLESS_MODE", raising=False)
+    assert console_is_interactive() is False  # pytest's stdout is not a terminal
+    assert "LITEYUKI_CONSOLE='headles' is neither 'ui' nor 'headless'" in "".join(capfd.readouterr())

@@ -35,9 +35,13 @@ def console_is_interactive() -> bool:
     ``LITEYUKI_CONSOLE=ui`` or ``=headless`` (or NoneBot's own
     ``CONSOLE_HEADLESS_MODE``) overrides the guess.
     """
-    choice = os.environ.get("LITEYUKI_CONSOLE", "").lower()
+    choice = os.environ.get("LITEYUKI_CONSOLE", "").strip().lower()
     if choice in ("ui", "headless"):
         return choice == "ui"
+    if choice:  # a typo is said, not silently taken for "guess"
+        logger.warning(
+            f"LITEYUKI_CONSOLE={choice!r} is neither 'ui' nor 'headless'; ignored (guessing from the terminal)"
+        )
     if os.environ.get("CONSOLE_HEADLESS_MODE", "").lower() in ("1", "true", "yes"):
         return False
     streams = (sys.stdin, sys.stdout)
