@@ -60,6 +60,7 @@ from ._errors import (
     SerializationError,
 )
 from ._redis_conn import BACKOFF_FIRST, BACKOFF_MAX, Health, RedisSettings, TimedClients, import_redis, translate
+from ._runtime_base import running_loop
 from ._typecheck import is_type_var, matches
 from ._validate import check_timeout
 from ._wire import dumps, loads
@@ -234,13 +235,8 @@ class ClusterChannel(Channel[T]):
             )
 
     def _failed(self, exc: BaseException, what: str, timeout: float | None = None) -> BaseException:
-        own_timeout = (  # a call's own short timeout ran out: that says nothing about the server
-            timeout is not None
-            and timeout < self._settings.call_timeout
-            and isinstance(exc, (self._redis.TimeoutError, TimeoutError))
-        )
-        if not isinstance(exc, self._redis.ResponseError) and not own_timeout:
-            self._health.failed(exc)
+        if not isinstance(exc, self._redis.ResponseError):
+            self._health.failed(exc, timeout)
         return translate(exc, self._settings, what)
 
     def _aclient(self) -> Any:
@@ -647,7 +643,7 @@ class ClusterChannel(Channel[T]):
             # The consumer thread acknowledges what already ran and closes the connection when
             # it ends. Not waited for on the loop the callbacks run on (it waits for them there).
             loop = dispatcher.loop
-            on_loop = loop is not None and _on_loop(loop)
+            on_loop = loop is not None and running_loop() is loop
             if not on_loop and thread is not threading.current_thread():
                 thread.join(BLOCK_MS / 1000 + 2)
             return
@@ -659,13 +655,6 @@ class ClusterChannel(Channel[T]):
     def _release(self) -> None:
         """Wake blocked receivers with ``ChannelClosedError`` (shutdown; within BLOCK_MS); the end stays usable."""
         self._generation += 1
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 async def _call_if(func: Callback, flt: FilterFunc, data: Any) -> None:

@@ -208,7 +208,16 @@ class Health:
                 f"next attempt in {self._next_try - time.monotonic():.2f} s"
             )
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, timeout: float | None = None) -> None:
+        """Redis failed a call (``timeout``: the call's own, if it had one). A call's own timeout,
+        shorter than ``call_timeout``, running out says nothing about the server: it must not
+        mark Redis down for every caller of this process (``timeout=0.001`` did that)."""
+        if (
+            timeout is not None
+            and timeout < self.settings.call_timeout
+            and isinstance(exc, (import_redis().TimeoutError, TimeoutError))
+        ):
+            return
         from ..log import logger
 
         now = time.monotonic()

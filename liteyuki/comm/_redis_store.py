@@ -241,24 +241,13 @@ class RedisStore:
             else:
                 result = self._drive(self._plan(op), client)
         except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
-            if not self._own_timeout(exc, timeout):
-                self.health.failed(exc)
+            self.health.failed(exc, timeout)
             raise translate(exc, self.settings, op.method) from exc
         except self._redis.RedisError as exc:
             raise translate(exc, self.settings, op.method) from exc
         if self.health.down_since is not None:
             self.health.ok()
         return result
-
-    def _own_timeout(self, exc: BaseException, timeout: float | None) -> bool:
-        """Whether ``exc`` is only a call's own timeout, shorter than ``call_timeout``, running
-        out: that says nothing about the server, which must not be marked down for every
-        caller of this process (a call with ``timeout=0.001`` did that)."""
-        return (
-            timeout is not None
-            and timeout < self.settings.call_timeout
-            and isinstance(exc, (self._redis.TimeoutError, TimeoutError))
-        )
 
     def _drive(self, plan: Plan, client: Any) -> bytes | None:
         try:
@@ -289,8 +278,7 @@ class RedisStore:
         try:
             result = await asyncio.wait_for(self._run_async(op), limit)
         except asyncio.TimeoutError as exc:
-            if not self._own_timeout(exc, timeout):
-                self.health.failed(exc)
+            self.health.failed(exc, timeout)
             raise StorageUnavailableError(
                 f"redis at {self.settings.where} did not answer {op.method!r} within {limit} s"
             ) from None

@@ -122,7 +122,7 @@ def check_size(value: Any, name: str, *, minimum: int = 1, maximum: int | None =
     """An int (not bool) in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type_name(value)}")
-    value = int.__index__(value)
+    value = _plain(value)
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and <= {maximum}" if maximum is not None else ""
         raise ValueError(f"{name} must be >= {minimum}{upper}, got {value!r}")
