@@ -223,7 +223,8 @@ if __name__ == "__main__":
         deadline = time.monotonic() + 30
         while bot.process_manager.status()[0].last_exit_code is None and time.monotonic() < deadline:
             time.sleep(0.05)  # the host learns the child's exit code by itself; this only waits for it
-        print("CHILD EXIT CODE", bot.process_manager.status()[0].last_exit_code, flush=True)
+        # One string, one write: a log line of the restart thread interleaved between print's pieces.
+        print(f"CHILD EXIT CODE {bot.process_manager.status()[0].last_exit_code}", flush=True)
 """
 
 
