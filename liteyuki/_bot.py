@@ -236,16 +236,13 @@ class LiteyukiBot:
         names = [name] if name is not None else self.process_manager.names
         for each in names:
             self.process_manager._child(each)  # an unknown name raises here, at the caller
-        loop = self._loop
-        if loop is not None and loop.is_running() and getattr(loop, "_thread_id", None) == threading.get_ident():
-            QuietThread(
-                target=lambda: [self.process_manager.restart(each) for each in names],
-                name="liteyuki-restart-from-loop",
-                daemon=True,
-            ).start()
-            return
-        for each in names:
-            self.process_manager.restart(each)
+
+        def restart_each() -> None:
+            for each in names:
+                self.process_manager.restart(each)
+
+        if not self.process_manager._off_the_loop(restart_each):
+            restart_each()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -345,7 +342,7 @@ class LiteyukiBot:
         from ._lifespan import in_daemon_thread
 
         self._stop_requested = asyncio.Event()
-        self._loop = self.lifespan.loop = loop
+        self._loop = self.lifespan.loop = self.process_manager.host_loop = loop
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal, signum)

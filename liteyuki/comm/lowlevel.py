@@ -23,7 +23,7 @@ from ._dispatch import dispatcher
 from ._link import Writer, new_socketpair
 from ._loopcall import call_in_loop
 from ._runtime_base import RuntimeBase
-from ._validate import check_timeout
+from ._validate import MAX_NAME_LENGTH, check_name, check_timeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
@@ -37,12 +37,14 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
 __all__ = [
     "CHILD_ENV",
     "CHILD_PID_ENV",
+    "MAX_NAME_LENGTH",
     "ChildRuntime",
     "Hub",
     "RuntimeBase",
     "Writer",
     "call_in_loop",
     "channel_status",
+    "check_name",
     "check_storage",
     "check_timeout",
     "close_runtime",

@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import select
 import signal
 import socket
 import threading
@@ -20,7 +21,16 @@ from .. import log
 from .._status import ProcessStatus
 from .._threads import QuietThread, requiet
 from ..comm import ProtocolError
-from ..comm.lowlevel import CHILD_ENV, CHILD_PID_ENV, Hub, check_timeout, new_socketpair, storage_env
+from ..comm.lowlevel import (
+    CHILD_ENV,
+    CHILD_PID_ENV,
+    MAX_NAME_LENGTH,
+    Hub,
+    check_name,
+    check_timeout,
+    new_socketpair,
+    storage_env,
+)
 from ..log import logger
 from ._child import MAIN_GUARD_EXIT, ChildSpec, child_main
 
@@ -29,6 +39,11 @@ __all__ = ["ProcessManager"]
 HookRunner = Callable[..., None]
 # A child that ran this long before crashing starts its backoff from the beginning again.
 _STABLE_AFTER = 30.0
+# How long a stop waits for the exit after its SIGKILL (whatever its grace: a grace of 0 used
+# to return with the child still there, and a start() right after it then found it "alive").
+_KILL_WAIT = 10.0
+# A process name leaves room for its channels' suffix ("-passive") within a channel name's limit.
+_MAX_PROCESS_NAME = MAX_NAME_LENGTH - len("-passive")
 
 
 def _exit_fd(pid: int | None) -> int | None:
@@ -52,6 +67,7 @@ class _Run:
     ready: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
+    stop_claimed: bool = False  # a stop() runs the hooks and the escalation; later ones wait for it
     connected: bool = False  # said "ready": it can stop cooperatively
     started_at: float = 0.0
     # A pidfd: readable when the child exits. multiprocessing's sentinel is a pipe the child
@@ -63,9 +79,9 @@ class _Run:
 @dataclass
 class _Child:
     name: str
-    target: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    # target, args and kwargs as pickled by add_target(): every spawn (and target()) gets them
+    # as they were then, not as the caller's objects look after a later mutation.
+    spec: bytes
     run: _Run = field(default_factory=_Run)
     # Restarts of one child run one after the other: each call is one full restart.
     restart_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,6 +91,10 @@ class _Child:
     # Counts stop() calls: a restart that sees it change while its hooks ran (or while it
     # stopped the old run) does not start the child again ("never restarted").
     stops: int = 0
+
+    def target(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        target, args, kwargs = pickle.loads(self.spec)
+        return target, args, kwargs
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
@@ -87,6 +107,14 @@ class _Child:
     @property
     def exited(self) -> threading.Event:
         return self.run.exited
+
+
+def _check_process_name(name: object) -> str:
+    """A plain ``str``: identifier-like (dots and dashes allowed), short enough for its channel names."""
+    text = check_name(name, "process name", max_length=_MAX_PROCESS_NAME)
+    if not text.replace("-", "_").replace(".", "_").isidentifier():
+        raise ValueError(f"process name must be identifier-like (letters, digits, _, - and .), got {text!r}")
+    return text
 
 
 class ProcessManager:
@@ -109,6 +137,9 @@ class ProcessManager:
         self.on_fatal: Callable[[str], None] = lambda message: None
         # Builds the status snapshot a child asks for (set by LiteyukiBot); JSON text.
         self.status_provider: Callable[[], str] | None = None
+        # The host's event loop (set by LiteyukiBot while it runs): stop() and restart() called
+        # on it hand their work to a thread instead of blocking it (see _off_the_loop).
+        self.host_loop: Any = None
         hub.on_control = self._on_control
         hub.on_peer_lost = self._on_peer_lost
 
@@ -120,13 +151,15 @@ class ProcessManager:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Register child ``name``; its channels ``{name}-active`` / ``{name}-passive`` exist from now on."""
-        if not isinstance(name, str) or not name or not name.replace("-", "_").replace(".", "_").isidentifier():
-            raise ValueError(f"process name must be a non-empty identifier-like str, got {name!r}")
+        """Register child ``name``; its channels ``{name}-active`` / ``{name}-passive`` exist from now on.
+
+        ``args`` and ``kwargs`` are pickled now: every spawn gets them as they are at this call.
+        """
+        name = _check_process_name(name)
         if not callable(target):
             raise TypeError(f"target of process {name!r} must be callable, got {type(target).__name__}")
         try:  # what the spawn will send the child: refused now, not when the host starts
-            pickle.dumps((target, tuple(args), dict(kwargs or {})))
+            spec = pickle.dumps((target, tuple(args), dict(kwargs or {})))
         except Exception as exc:
             raise TypeError(
                 f"target, args and kwargs of process {name!r} must pickle (a module-level function, "
@@ -135,7 +168,7 @@ class ProcessManager:
         with self._lock:
             if name in self._children:
                 raise ValueError(f"a process named {name!r} was already added")
-            self._children[name] = _Child(name, target, tuple(args), dict(kwargs or {}))
+            self._children[name] = _Child(name, spec)
         self._hub.add_peer(name)
 
     @property
@@ -143,6 +176,8 @@ class ProcessManager:
         return list(self._children)
 
     def _child(self, name: str) -> _Child:
+        if not isinstance(name, str):
+            raise TypeError(f"process name must be a str, got {type(name).__name__}")
         try:
             return self._children[name]
         except KeyError:
@@ -150,78 +185,60 @@ class ProcessManager:
 
     def target(self, name: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """The target, args and kwargs child ``name`` was added with."""
-        child = self._child(name)
-        return child.target, child.args, dict(child.kwargs)
+        return self._child(name).target()
 
     def is_alive(self, name: str) -> bool:
-        proc = self._child(name).process
-        return proc is not None and proc.is_alive()
+        return self._running(self._child(name).run)
 
     def pid(self, name: str) -> int | None:
-        proc = self._child(name).process
-        return proc.pid if proc is not None and proc.is_alive() else None
+        run = self._child(name).run
+        return run.process.pid if run.process is not None and self._running(run) else None
+
+    def _running(self, run: _Run) -> bool:
+        """Spawned and not exited, asked without reaping it.
+
+        ``Process.is_alive()`` reaps an exited child: called from another thread it raced
+        the supervisor's ``_on_exit``, which then read exit code None and restarted a child
+        that had exited cleanly. The pidfd answers without reaping; without one, the
+        supervisor's ``exited`` is the answer (set a moment after the exit).
+        """
+        with self._lock:  # _on_exit closes the pidfd under this lock
+            if run.process is None or run.exited.is_set():
+                return False
+            if run.exit_fd is None:
+                return True
+            poller = select.poll()
+            poller.register(run.exit_fd, select.POLLIN)
+            return not poller.poll(0)
 
     # -- start -------------------------------------------------------------------
     def start(self, name: str, timeout: float | None = None) -> None:
         """Spawn child ``name`` and wait until it is connected (its channels are live)."""
         check_timeout(timeout)  # before anything is spawned
         child = self._child(name)
-        with self._lock:
-            if self._closing:
-                raise RuntimeError("the process manager is shutting down")
-            # `exited` first: a child reaped by someone else (os.waitpid, psutil) keeps
-            # exitcode None, and is_alive() would take it for alive forever.
-            if child.process is not None and not child.exited.is_set() and child.process.is_alive():
-                return
-            host_sock, child_sock = new_socketpair()
-            host_handoff, child_handoff = socket.socketpair()
-            spec = ChildSpec(
-                name,
-                child.target,
-                child.args,
-                child.kwargs,
-                child_sock,
-                dict(self._config),
-                child_handoff,
-                inspect.iscoroutinefunction(child.target),
-            )
-            process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
-            # The environment tells the child its name and its host (and the storage: code the
-            # child imports before its bootstrap ran already talks to the same Redis).
-            env = {CHILD_ENV: name, CHILD_PID_ENV: str(os.getpid()), **storage_env(self._config)}
-            saved = {key: os.environ.get(key) for key in env}
-            os.environ.update(env)
-            # The child inherits this thread's signal mask through exec: Ctrl+C while it
-            # imports (spawn's bootstrap) stays pending instead of printing a traceback,
-            # and child_main turns it into a clean stop once the target runs. SIGTERM stays
-            # deliverable (the host uses it to end a child stuck in its bootstrap), also
-            # when a liteyuki thread, which blocks it, spawns a restart.
-            # The resource tracker first: launching it unblocks SIGINT and SIGTERM in this
-            # thread, which must block them again if it is one of ours.
-            resource_tracker.ensure_running()
-            requiet()
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-            try:
-                process.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                for key, value in saved.items():
-                    if value is None:
-                        del os.environ[key]
-                    else:
-                        os.environ[key] = value
-            child_sock.close()
-            child_handoff.close()
-            # A new run (fresh events, stopping False) in the same lock hold as the attach:
-            # the old run's exit handler checks `child.run is run` under this lock.
-            run = child.run = _Run(process, started_at=time.monotonic(), exit_fd=_exit_fd(process.pid))
-            self._hub.attach(name, host_sock, host_handoff)
-            self._ensure_supervisor()
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            with self._lock:
+                if self._closing:
+                    raise RuntimeError("the process manager is shutting down")
+                run = child.run
+                if not self._running(run):
+                    run = self._spawn(child)
+                    spawned = True
+                    break
+                if not run.stopping:  # running, or starting on another call: wait for its hello below
+                    spawned = False
+                    break
+            # A stop (or restart) of this run is under way: start after it, as a new run. It
+            # used to return at once, and the stop then left no child.
+            if not run.exited.wait(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"process {name!r} was still stopping after {limit} s (start_timeout)")
         # `ready` is set by the child's hello, by the supervisor when the child exits first,
         # or by a shutdown (which must not wait for a slow start-up).
-        if not run.ready.wait(limit):
+        if not run.ready.wait(max(0.0, deadline - time.monotonic())):
+            if not spawned:
+                raise RuntimeError(f"process {name!r} did not connect within {limit} s (start_timeout)")
             # Stuck (an import that hangs, a deadlock): killed; the supervisor sees a crash and
             # restarts it with backoff, like any other crash.
             self._kill(run)
@@ -233,8 +250,61 @@ class ProcessManager:
         if run.exited.is_set():
             if self.fatal is not None:
                 raise RuntimeError(self.fatal)
-            raise RuntimeError(f"process {name!r} exited during start-up (exit code {process.exitcode})")
-        logger.info(f"process {name!r} started (pid {process.pid})")
+            code = run.process.exitcode if run.process is not None else None
+            raise RuntimeError(f"process {name!r} exited during start-up (exit code {code})")
+        if spawned and run.process is not None:
+            logger.info(f"process {name!r} started (pid {run.process.pid})")
+
+    def _spawn(self, child: _Child) -> _Run:
+        """A new run of ``child`` (called with the lock held): spawned, attached, supervised."""
+        name = child.name
+        target, args, kwargs = child.target()
+        host_sock, child_sock = new_socketpair()
+        host_handoff, child_handoff = socket.socketpair()
+        spec = ChildSpec(
+            name,
+            target,
+            args,
+            kwargs,
+            child_sock,
+            dict(self._config),
+            child_handoff,
+            inspect.iscoroutinefunction(target),
+        )
+        process = self._ctx.Process(target=child_main, args=(spec,), name=f"liteyuki-{name}")
+        # The environment tells the child its name and its host (and the storage: code the
+        # child imports before its bootstrap ran already talks to the same Redis).
+        env = {CHILD_ENV: name, CHILD_PID_ENV: str(os.getpid()), **storage_env(self._config)}
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        # The child inherits this thread's signal mask through exec: Ctrl+C while it
+        # imports (spawn's bootstrap) stays pending instead of printing a traceback,
+        # and child_main turns it into a clean stop once the target runs. SIGTERM stays
+        # deliverable (the host uses it to end a child stuck in its bootstrap), also
+        # when a liteyuki thread, which blocks it, spawns a restart.
+        # The resource tracker first: launching it unblocks SIGINT and SIGTERM in this
+        # thread, which must block them again if it is one of ours.
+        resource_tracker.ensure_running()
+        requiet()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            for key, value in saved.items():
+                if value is None:
+                    del os.environ[key]
+                else:
+                    os.environ[key] = value
+        child_sock.close()
+        child_handoff.close()
+        # A new run (fresh events, stopping False) in the same lock hold as the attach:
+        # the old run's exit handler checks `child.run is run` under this lock.
+        run = child.run = _Run(process, started_at=time.monotonic(), exit_fd=_exit_fd(process.pid))
+        self._hub.attach(name, host_sock, host_handoff)
+        self._ensure_supervisor()
+        return run
 
     def start_all(self) -> None:
         for name in list(self._children):
@@ -304,17 +374,32 @@ class ProcessManager:
 
     # -- stop ----------------------------------------------------------------------
     def stop(self, name: str, grace: float | None = None) -> None:
-        """Hooks, a stop request, ``grace`` s, SIGTERM, as long again, SIGKILL. Never restarted."""
+        """Hooks, a stop request, ``grace`` s, SIGTERM, as long again, SIGKILL. Never restarted.
+
+        Returns when the child is gone. On the host's event loop it returns at once and the
+        stop runs in a thread (waiting there would block the loop the hooks run on).
+        """
         check_timeout(grace, "grace")  # before any hook runs or anything is sent
         child = self._child(name)
+        if self._off_the_loop(self._stop, child, grace):
+            return
+        self._stop(child, grace)
+
+    def _stop(self, child: _Child, grace: float | None) -> None:
+        seconds = float(self._config.get("stop_grace", 5.0)) if grace is None else grace
         with self._lock:  # the run a concurrent restart's start() may just have replaced
             run = child.run
             run.stopping = True
             child.stops += 1
+            first, run.stop_claimed = not run.stop_claimed, True
         if run.process is None or run.exited.is_set():
             return
-        self._run_hooks("before_process_shutdown", name)
-        self._stop_process(child, run, float(self._config.get("stop_grace", 5.0)) if grace is None else grace)
+        if not first:
+            # Another stop() of this run is under way (its hooks ran once): wait for its end.
+            self._wait_exit(run, 2 * seconds + _KILL_WAIT)
+            return
+        self._run_hooks("before_process_shutdown", child.name)
+        self._stop_process(child, run, seconds)
 
     def _stop_process(self, child: _Child, run: _Run, grace: float) -> None:
         proc = run.process
@@ -337,7 +422,7 @@ class ProcessManager:
                     os.kill(proc.pid, step)
                 except ProcessLookupError:
                     break
-            if run.exited.wait(grace) or self._reap(run):
+            if self._wait_exit(run, _KILL_WAIT if step is signal.SIGKILL else grace):
                 break
         self._detach_if_current(child, run)
 
@@ -347,13 +432,13 @@ class ProcessManager:
             if child.run is run:
                 self._hub.detach(child.name)
 
-    def _reap(self, run: _Run) -> bool:
-        # Without a supervisor thread (never started), reap here.
-        if self._supervisor is None and run.process is not None:
-            run.process.join(0)
+    def _wait_exit(self, run: _Run, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the supervisor to see ``run`` exit (without one, reap it here)."""
+        if self._supervisor is None and run.process is not None and not run.exited.is_set():
+            run.process.join(seconds)
             if run.process.exitcode is not None:
                 run.exited.set()
-        return run.exited.is_set()
+        return run.exited.wait(seconds)
 
     def begin_shutdown(self) -> None:
         """From now on nothing is spawned, and a start-up in progress stops waiting (any thread)."""
@@ -398,9 +483,25 @@ class ProcessManager:
         """Stop child ``name`` (with hooks) and start it again.
 
         Calls for one child run one after the other, each a full restart; during a
-        shutdown the call does nothing (or stops half-way) and returns quietly.
+        shutdown, or when ``stop()`` comes meanwhile, the call stops half-way and returns
+        quietly. On the host's event loop it returns at once and the restart runs in a
+        thread, as ``stop()`` does.
         """
         child = self._child(name)
+        if self._off_the_loop(self._restart, child):
+            return
+        self._restart(child)
+
+    def _off_the_loop(self, work: Callable[..., None], *args: Any) -> bool:
+        """On the host loop's own thread, run ``work(*args)`` in a thread and say True."""
+        loop = self.host_loop
+        if loop is None or not loop.is_running() or getattr(loop, "_thread_id", None) != threading.get_ident():
+            return False
+        QuietThread(target=work, args=args, name="liteyuki-from-loop", daemon=True).start()
+        return True
+
+    def _restart(self, child: _Child) -> None:
+        name = child.name
         with child.restart_lock:
             if self._closing:
                 return
@@ -415,8 +516,8 @@ class ProcessManager:
             try:
                 self.start(name)
             except RuntimeError:
-                if self._closing:  # Ctrl+C in the middle of a restart: not an error
-                    logger.debug(f"restart of {name!r} cut short by shutdown")
+                if self._closing or child.stops != stops:  # Ctrl+C or stop() during the start: not an error
+                    logger.debug(f"restart of {name!r} cut short by a stop")
                     return
                 raise
             child.restarts += 1
