@@ -502,3 +502,34 @@ def recreating_receiver(name: str, report: str, rounds: int, take: int) -> None:
         end.close()
     out.send(("done", os.getpid()))
     threading.Event().wait()
+
+
+def slow_passive(report: str) -> None:
+    """Each message takes ~2 ms of work in a passive callback and is reported on ``report``;
+    "block" hangs its callback (the test then kills this process)."""
+    out = get_channel(report)
+
+    @passive_channel.on_receive()
+    def work(message: Any) -> None:
+        if message == "block":
+            out.send(("blocked", os.getpid()))
+            threading.Event().wait()
+        time.sleep(0.002)  # the work a slow callback does (not a synchronisation)
+        out.send(("done", message))
+
+    threading.Event().wait()
+
+
+def closes_and_dies(report: str) -> None:
+    """Reports each message on ``report``; at "die" it closes its passive end and exits at once
+    (os._exit: no clean-up, no flush at exit)."""
+    out = get_channel(report)
+
+    @passive_channel.on_receive()
+    def work(message: Any) -> None:
+        if message == "die":
+            passive_channel.close()
+            os._exit(3)
+        out.send(("done", message))
+
+    threading.Event().wait()
