@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from liteyuki import LiteyukiBot
+from liteyuki.comm import get_channel
 
 from . import gate, targets
 from .conftest import unique
@@ -211,5 +212,98 @@ def test_add_target_checks_the_name_and_keeps_a_snapshot_of_the_arguments():
         args.append(99)
         kwargs["k"].append(99)
         assert pm.target("snap")[1:] == (([1, 2],), {"k": [3]})
+    finally:
+        bot.hub.close()
+
+
+def test_a_restart_waiting_in_line_when_stop_comes_does_not_start_the_child_again(host, gate_socket):
+    """A restart queued behind another read the stop count only once it had the lock: a
+    stop() meanwhile was missed, and the child was started again after stop() returned."""
+    name = unique()
+    bot = host({name: gate.agent})
+    pm = bot.process_manager
+    listener = gate_socket()
+    first = threading.Thread(target=pm.restart, args=(name,))
+    first.start()
+    held, _ = listener.accept()  # the first restart's new child is starting
+    second = threading.Thread(target=pm.restart, args=(name,))
+    second.start()
+    second.join(0.5)  # (a bound, not a sync: it is now waiting for the first restart's lock)
+    stopper = threading.Thread(target=pm.stop, args=(name, 1.0))
+    stopper.start()
+    held.close()
+    for thread in (first, second, stopper):
+        thread.join(30)
+    assert not pm.is_alive(name)
+    assert pm.status()[0].state == "stopped"
+
+
+def test_a_second_stop_with_a_shorter_grace_returns_when_the_child_is_gone(host):
+    """A later stop() only waited for the first one's end, bounded by its own grace: with the
+    first at grace 25 it returned after 10 s with the child alive; and a shutdown during a
+    user's long stop took that stop's grace, not stop_grace."""
+    name = unique()
+    bot = host({name: targets.stubborn})
+    pm = bot.process_manager
+    assert get_channel(f"{name}-active").receive(timeout=10) == "ignoring signals"
+    hooked = threading.Event()
+    bot.on_before_process_shutdown(lambda n: hooked.set())
+    slow = threading.Thread(target=pm.stop, args=(name, 25.0))
+    slow.start()
+    assert hooked.wait(10)
+    pm.stop(name, grace=0)
+    assert pm._children[name].exited.is_set()
+    slow.join(30)
+    assert not slow.is_alive()
+
+
+def test_stop_then_start_on_the_host_loop_run_in_that_order(host):
+    name = unique()
+    bot = host({name: targets.agent})
+    pm = bot.process_manager
+    old = ask(name, "pid")
+    seen: list[object] = []
+    bot.on_before_process_shutdown(lambda n: seen.append(("shutdown", pm.pid(n))))
+
+    async def on_the_loop() -> None:
+        pm.stop(name)
+        pm.start(name)
+        seen.append("returned")
+
+    asyncio.run_coroutine_threadsafe(on_the_loop(), bot.loop).result(10)
+    for worker in [t for t in threading.enumerate() if t.name == "liteyuki-from-loop"]:
+        worker.join(30)  # the queued stop and start are done
+    new = ask(name, "pid")
+    assert new != old and pm.is_alive(name)
+    assert seen == ["returned", ("shutdown", old)]
+
+
+def test_sigint_and_sigterm_together_stop_a_child_cleanly(host):
+    """Ctrl+C and the host's SIGTERM at once: the second KeyboardInterrupt escaped child_main's
+    except clause with a traceback and exit code 1 (8 of 8), and the child was restarted."""
+    import os
+    import signal
+
+    name = unique()
+    bot = host({name: targets.agent}, restart_backoff=30)
+    pm = bot.process_manager
+    pid = ask(name, "pid")
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    assert pm._children[name].exited.wait(10)
+    assert pm.status()[0].last_exit_code == 0
+
+
+def test_add_target_refuses_args_that_are_not_a_sequence_and_kwargs_with_other_keys():
+    bot = LiteyukiBot(pyproject=None)
+    pm = bot.process_manager
+    try:
+        with pytest.raises(TypeError, match=r"args of process 'a' must be a tuple or list, got str"):
+            pm.add_target("a", targets.agent, "xy")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"args of process 'a' must be a tuple or list, got NoneType"):
+            pm.add_target("a", targets.agent, None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"kwargs of process 'a' must be a dict with str keys"):
+            pm.add_target("a", targets.agent, (), {1: 2})  # type: ignore[dict-item]
+        assert pm.names == []
     finally:
         bot.hub.close()

@@ -188,11 +188,11 @@ def child_main(spec: ChildSpec) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     # SIGTERM (the host's second step, or a stop request to a server driver) is a clean stop
     # like Ctrl+C; servers such as uvicorn take it over while they run.
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _stop_signal)
     # A stop request is a SIGINT to ourselves. A host started with SIGINT ignored (in the
     # background, by a shell script) passes SIG_IGN on through spawn's exec, and Python then
     # installs no handler: the request went unheard until the host's SIGTERM after its grace.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _stop_signal)
     # SIGUSR1 asks the host for a status dump; one sent to the whole group must not kill us.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     config = _settings.set_config(spec.config or {})
@@ -286,7 +286,21 @@ def _on_host_lost(error: BaseException | None) -> None:
     request_stop(f"the host connection was lost ({error or 'EOF'})")
 
 
-def _terminate(signum: int, frame: Any) -> None:
+_interrupted = False
+
+
+def _stop_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM: a clean stop, raised as ``KeyboardInterrupt`` once.
+
+    Ctrl+C (to the whole process group) and the host's SIGTERM often arrive together; Python
+    runs the second handler at the first check inside ``child_main``'s ``except`` clause,
+    and that second ``KeyboardInterrupt`` escaped with a traceback, skipping the flush (8 of 8
+    double signals). Later signals are ignored: the host's escalation ends in SIGKILL.
+    """
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
     raise KeyboardInterrupt
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import inspect
 import multiprocessing
 import multiprocessing.connection
@@ -67,7 +68,7 @@ class _Run:
     ready: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
-    stop_claimed: bool = False  # a stop() runs the hooks and the escalation; later ones wait for it
+    stop_claimed: bool = False  # a stop() ran the hooks: later ones only escalate
     connected: bool = False  # said "ready": it can stop cooperatively
     started_at: float = 0.0
     # A pidfd: readable when the child exits. multiprocessing's sentinel is a pipe the child
@@ -117,6 +118,10 @@ def _check_process_name(name: object) -> str:
     return text
 
 
+class _Overtaken(Exception):
+    """A restart's start found that stop() came meanwhile: stop wins."""
+
+
 class ProcessManager:
     """Adds, starts, stops and restarts named child processes; restarts crashed ones."""
 
@@ -137,9 +142,11 @@ class ProcessManager:
         self.on_fatal: Callable[[str], None] = lambda message: None
         # Builds the status snapshot a child asks for (set by LiteyukiBot); JSON text.
         self.status_provider: Callable[[], str] | None = None
-        # The host's event loop (set by LiteyukiBot while it runs): stop() and restart() called
-        # on it hand their work to a thread instead of blocking it (see _off_the_loop).
+        # The host's event loop (set by LiteyukiBot while it runs): start(), stop() and restart()
+        # called on it hand their work to a thread instead of blocking it (see _off_the_loop).
         self.host_loop: Any = None
+        self._loop_work: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
+        self._loop_worker: threading.Thread | None = None
         hub.on_control = self._on_control
         hub.on_peer_lost = self._on_peer_lost
 
@@ -158,6 +165,10 @@ class ProcessManager:
         name = _check_process_name(name)
         if not callable(target):
             raise TypeError(f"target of process {name!r} must be callable, got {type(target).__name__}")
+        if not isinstance(args, (tuple, list)):  # a str would be spread into characters
+            raise TypeError(f"args of process {name!r} must be a tuple or list, got {type(args).__name__}")
+        if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
+            raise TypeError(f"kwargs of process {name!r} must be a dict with str keys or None, got {kwargs!r:.80}")
         try:  # what the spawn will send the child: refused now, not when the host starts
             spec = pickle.dumps((target, tuple(args), dict(kwargs or {})))
         except Exception as exc:
@@ -213,15 +224,29 @@ class ProcessManager:
 
     # -- start -------------------------------------------------------------------
     def start(self, name: str, timeout: float | None = None) -> None:
-        """Spawn child ``name`` and wait until it is connected (its channels are live)."""
+        """Spawn child ``name`` and wait until it is connected (its channels are live).
+
+        On the host's event loop it returns at once and starts the child in a thread, after
+        any ``stop`` or ``restart`` made there before it.
+        """
         check_timeout(timeout)  # before anything is spawned
         child = self._child(name)
+        if self._off_the_loop(self._start, child, timeout, None):
+            return
+        self._start(child, timeout, None)
+
+    def _start(self, child: _Child, timeout: float | None, stops: int | None) -> None:
+        """``start()``; with ``stops``, a restart's: ``_Overtaken`` if a stop came since."""
+        name = child.name
         limit = float(self._config.get("start_timeout", 60.0)) if timeout is None else timeout
+        what = "start_timeout" if timeout is None else "timeout"
         deadline = time.monotonic() + limit
         while True:
             with self._lock:
                 if self._closing:
                     raise RuntimeError("the process manager is shutting down")
+                if stops is not None and child.stops != stops:
+                    raise _Overtaken  # checked in the lock hold that spawns: no gap for a stop
                 run = child.run
                 if not self._running(run):
                     run = self._spawn(child)
@@ -233,17 +258,17 @@ class ProcessManager:
             # A stop (or restart) of this run is under way: start after it, as a new run. It
             # used to return at once, and the stop then left no child.
             if not run.exited.wait(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"process {name!r} was still stopping after {limit} s (start_timeout)")
+                raise RuntimeError(f"process {name!r} was still stopping after {limit} s ({what})")
         # `ready` is set by the child's hello, by the supervisor when the child exits first,
         # or by a shutdown (which must not wait for a slow start-up).
         if not run.ready.wait(max(0.0, deadline - time.monotonic())):
             if not spawned:
-                raise RuntimeError(f"process {name!r} did not connect within {limit} s (start_timeout)")
+                raise RuntimeError(f"process {name!r} did not connect within {limit} s ({what})")
             # Stuck (an import that hangs, a deadlock): killed; the supervisor sees a crash and
             # restarts it with backoff, like any other crash.
             self._kill(run)
             raise RuntimeError(
-                f"process {name!r} did not connect within {limit} s (start_timeout); killed it, it will be restarted"
+                f"process {name!r} did not connect within {limit} s ({what}); killed it, it will be restarted"
             )
         if self._closing and not run.connected:
             raise RuntimeError(f"process {name!r} was stopped during start-up")
@@ -394,11 +419,10 @@ class ProcessManager:
             first, run.stop_claimed = not run.stop_claimed, True
         if run.process is None or run.exited.is_set():
             return
-        if not first:
-            # Another stop() of this run is under way (its hooks ran once): wait for its end.
-            self._wait_exit(run, 2 * seconds + _KILL_WAIT)
-            return
-        self._run_hooks("before_process_shutdown", child.name)
+        if first:  # the hooks run once per run, for the first stop() of it
+            self._run_hooks("before_process_shutdown", child.name)
+        # A later stop() escalates on its own schedule too: the shorter grace wins (a shutdown
+        # during a user's long stop keeps its stop_grace), and each call returns when it is gone.
         self._stop_process(child, run, seconds)
 
     def _stop_process(self, child: _Child, run: _Run, grace: float) -> None:
@@ -488,33 +512,53 @@ class ProcessManager:
         thread, as ``stop()`` does.
         """
         child = self._child(name)
-        if self._off_the_loop(self._restart, child):
+        stops = child.stops  # before waiting in line: a stop meanwhile cancels this restart
+        if self._off_the_loop(self._restart, child, stops):
             return
-        self._restart(child)
+        self._restart(child, stops)
 
     def _off_the_loop(self, work: Callable[..., None], *args: Any) -> bool:
-        """On the host loop's own thread, run ``work(*args)`` in a thread and say True."""
+        """On the host loop's own thread, queue ``work(*args)`` for a worker thread and say True.
+
+        One worker runs them in the order they were made: a ``stop`` then a ``start`` from an
+        async hook stop the child and then start it, never the other way round.
+        """
         loop = self.host_loop
         if loop is None or not loop.is_running() or getattr(loop, "_thread_id", None) != threading.get_ident():
             return False
-        QuietThread(target=work, args=args, name="liteyuki-from-loop", daemon=True).start()
+        with self._lock:
+            self._loop_work.append((work, args))
+            if self._loop_worker is None:
+                self._loop_worker = QuietThread(target=self._run_loop_work, name="liteyuki-from-loop", daemon=True)
+                self._loop_worker.start()
         return True
 
-    def _restart(self, child: _Child) -> None:
+    def _run_loop_work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._loop_work:
+                    self._loop_worker = None
+                    return
+                work, args = self._loop_work.popleft()
+            try:
+                work(*args)
+            except Exception:  # the caller returned long ago: the log is where this is told
+                logger.exception(f"{getattr(work, '__name__', 'a call').lstrip('_')} made on the host's loop failed")
+
+    def _restart(self, child: _Child, stops: int) -> None:
         name = child.name
         with child.restart_lock:
-            if self._closing:
+            if self._closing or child.stops != stops:
                 return
-            stops = child.stops
             self._run_hooks("before_process_restart", name)
             with self._lock:
                 run = child.run
                 run.stopping = True
             self._stop_process(child, run, float(self._config.get("stop_grace", 5.0)))
-            if child.stops != stops:  # stop() came meanwhile: it wins
-                return
             try:
-                self.start(name)
+                self._start(child, None, stops)
+            except _Overtaken:
+                return
             except RuntimeError:
                 if self._closing or child.stops != stops:  # Ctrl+C or stop() during the start: not an error
                     logger.debug(f"restart of {name!r} cut short by a stop")
@@ -631,12 +675,12 @@ class ProcessManager:
                 return
             stops = child.stops
             self._run_hooks("before_process_restart", child.name)
-            if child.stops != stops or self._closing:  # stop() during the hooks: it wins
-                return
             try:
-                self.start(child.name)
+                self._start(child, None, stops)
+            except _Overtaken:
+                return
             except RuntimeError as exc:
-                if not self._closing:
+                if not self._closing and child.stops == stops:
                     logger.error(f"restart of {child.name!r} failed: {exc}")
                 return
             child.restarts += 1
