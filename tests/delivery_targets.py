@@ -504,12 +504,14 @@ def recreating_receiver(name: str, report: str, rounds: int, take: int) -> None:
     threading.Event().wait()
 
 
-def slow_passive(report: str) -> None:
-    """Each message takes ~2 ms of work in a passive callback and is reported on ``report``;
-    "block" hangs its callback (the test then kills this process)."""
+def slow_passive(report: str, is_async: bool = False) -> None:
+    """Each message takes ~2 ms of work in a passive callback (an ``async def`` one with
+    ``is_async``) and is reported on ``report``; "block" hangs its callback (the test then
+    kills this process)."""
+    import asyncio
+
     out = get_channel(report)
 
-    @passive_channel.on_receive()
     def work(message: Any) -> None:
         if message == "block":
             out.send(("blocked", os.getpid()))
@@ -517,6 +519,36 @@ def slow_passive(report: str) -> None:
         time.sleep(0.002)  # the work a slow callback does (not a synchronisation)
         out.send(("done", message))
 
+    async def async_work(message: Any) -> None:
+        if message == "block":
+            work(message)
+        await asyncio.sleep(0)
+        work(message)
+
+    passive_channel.on_receive()(async_work if is_async else work)
+    threading.Event().wait()
+
+
+def floods_and_dies(sink: str, size: int, log: str) -> None:
+    """A thread floods ``sink`` with ``size``-byte messages; the passive callback appends each
+    message to the file ``log`` and exits at once (os._exit) on "die". (A file, not the store:
+    a store call waits for what this process sent before it, and would flush the link.)"""
+    flood = get_channel(sink)
+
+    def send_forever() -> None:
+        while True:
+            flood.send(b"x" * size, timeout=60)
+
+    @passive_channel.on_receive()
+    def work(message: Any) -> None:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{message}\n".encode())
+        os.close(fd)
+        if message == "die":
+            os._exit(3)
+        flood.send(("pong",), timeout=60)
+
+    threading.Thread(target=send_forever, daemon=True).start()
     threading.Event().wait()
 
 

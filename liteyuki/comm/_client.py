@@ -30,8 +30,10 @@ if TYPE_CHECKING:  # imported where used: a plain child that never awaits does n
 
 __all__ = ["ChildRuntime"]
 
-# How long close() waits for the messages it gives back to reach the socket (see withdraw).
-_RETURN_FLUSH = 1.0
+# How long an urgent frame (a passive end's consumption report, close()'s returned messages)
+# waits to reach the socket: only this process's own backlog is ahead of it, and a sync
+# sender keeps that near the writer's high-water mark (4 MiB: milliseconds to write).
+_URGENT_WAIT = 1.0
 
 
 class _Waiter:
@@ -163,7 +165,10 @@ class ChildRuntime(RuntimeBase):
             if not credit.take(self.send_timeout if timeout is None else timeout):
                 self._check_alive()
                 raise self._full(name)
-        self._put_message(name, payload, credit)
+        # A sync sender waits for the link when megabytes are queued (the writer skips the
+        # wait on an event loop): a child flooding the host held 300 MB in its writer, and
+        # the consumption reports queued behind that arrived seconds late or died with it.
+        self._put_message(name, payload, credit, self.send_timeout if timeout is None else timeout)
 
     async def async_send(self, name: str, payload: bytes, timeout: float | None) -> None:
         self._check_alive()
@@ -177,11 +182,13 @@ class ChildRuntime(RuntimeBase):
         head = self._heads[name] = MessageHead(name.encode())
         return head
 
-    def _put_message(self, name: str, payload: bytes, credit: Credit) -> None:
+    def _put_message(self, name: str, payload: bytes, credit: Credit, wait: float = 0.0) -> None:
         head = self._heads.get(name) or self._head(name)
         n = len(payload)
         try:
-            self.writer.put((pack_length(head.base + n), head.tail, payload), head.overhead + n)  # see MessageHead
+            self.writer.put(  # see MessageHead
+                (pack_length(head.base + n), head.tail, payload), head.overhead + n, wait=wait, what="a message"
+            )
         except BaseException:
             credit.give(1)
             raise
@@ -199,7 +206,11 @@ class ChildRuntime(RuntimeBase):
 
     def consumed(self, name: str, n: int, urgent: bool = False) -> None:
         if self._broken is None and name in self._sinks:
-            self.writer.put((encode(Kind.CONSUMED, name, b"", n),), urgent=urgent)
+            mark = self.writer.put((encode(Kind.CONSUMED, name, b"", n),), urgent=urgent)
+            if urgent:
+                # On the socket before the callbacks run: behind a backlog of this process's
+                # own sends, a callback that exits took the report along (a crash loop).
+                self.writer.wait_sent(mark, _URGENT_WAIT)
 
     def interrupt_senders(self, name: str) -> None:
         """This process's end of ``name`` closed: its sends waiting for credit give up."""
@@ -222,10 +233,10 @@ class ChildRuntime(RuntimeBase):
                 self.writer.put((encode(Kind.RETURN, name, payload),))
             # Written now, not after the coalescing window; and what it gives back is on the
             # socket before close() returns: a process that dies right after close() took them
-            # with it (2 runs in 6 of the test). Bounded: a host that does not read costs 1 s.
-            self.writer.put((encode(Kind.WITHDRAW, name, b"", consumed),), urgent=True)
+            # with it (2 runs in 6 of the test).
+            mark = self.writer.put((encode(Kind.WITHDRAW, name, b"", consumed),), urgent=True)
             if returned:
-                self.writer.flush(_RETURN_FLUSH)
+                self.writer.wait_sent(mark, _URGENT_WAIT)
         # The channel's credit and cached header go with its last end: names made per request
         # would otherwise pile up here (a sender of the name makes them again when it sends).
         credit = self._credits.get(name)

@@ -83,19 +83,21 @@ async def contained(awaitable: Awaitable[Any], label: str) -> None:
 
 def run_as_task(
     awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop, owner: set[asyncio.Task[Any]], label: str
-) -> None:
-    """Await ``awaitable`` in a task of ``loop``, kept in ``owner`` until it is done."""
+) -> bool:
+    """Await ``awaitable`` in a task of ``loop``, kept in ``owner`` until it is done; whether
+    that task is still to run (False: an eager task that finished at once)."""
     if _EAGER_TASKS:
         import asyncio  # loaded already: we run on a loop
 
         task = asyncio.Task(contained(awaitable, label), loop=loop, eager_start=True)  # type: ignore[call-arg]
         if task.done():  # it never suspended: nothing to own
             _task_done(task, owner, label)
-            return
+            return False
     else:
         task = loop.create_task(contained(awaitable, label))
     owner.add(task)
     task.add_done_callback(lambda t: _task_done(t, owner, label))
+    return True
 
 
 def _task_done(task: asyncio.Task[Any], owner: set[asyncio.Task[Any]], label: str) -> None:
@@ -190,31 +192,33 @@ class Dispatcher:
                     self._loop = None
                 self._waiting.append(work)
 
-    def call(self, func: Callable[..., Any], arg: Any, label: str) -> None:
-        """Call a sync or async callback with ``arg`` on the loop thread; log what it raises."""
+    def call(self, func: Callable[..., Any], arg: Any, label: str) -> bool:
+        """Call a sync or async callback with ``arg`` on the loop thread; log what it raises.
+        True when it left a task still to run (an async callback that did not finish)."""
         try:
             result = func(arg)
         except BaseException as exc:  # SystemExit too (see the module's docstring)
             if stops_the_process(exc):
                 raise
             logger.exception(f"{label} raised")
-            return
+            return False
         # `is not None` first: a sync callback returns None, and the ABC check costs ~0.5 us.
         if result is None:
-            return
+            return False
         if is_awaitable(result):
             loop = self._loop
             if loop is None:
                 import asyncio  # loaded already: we run on a loop
 
                 loop = asyncio.get_running_loop()
-            run_as_task(result, loop, self.tasks, label)
-        elif isinstance(result, (types.GeneratorType, types.AsyncGeneratorType)):
+            return run_as_task(result, loop, self.tasks, label)
+        if isinstance(result, (types.GeneratorType, types.AsyncGeneratorType)):
             result.close()
             logger.error(
                 f"{label} returned a {type(result).__name__}, not a result: its body never ran "
                 "(a callback is a function or an `async def`; is there a `yield` in it?)"
             )
+        return False
 
 
 dispatcher = Dispatcher()

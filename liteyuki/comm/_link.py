@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from .._threads import QuietThread
 from ._errors import BrokenPeerError, ChannelFullError, ProtocolError
+from ._runtime_base import on_event_loop
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Run
 
 __all__ = ["Reader", "Writer", "new_socketpair"]
@@ -79,6 +80,10 @@ class Writer:
         # that held messages back from a backed-up peer hands them over again.
         self.on_drained: Callable[[], None] | None = None
         self.frames = 0  # frames put so far (a lane's request fences on it)
+        # Bytes ever put, and ever handed to the socket: a frame put when the first reached X
+        # is on the socket once the second reaches X (wait_sent).
+        self._put_total = 0
+        self._sent_total = 0
         self.stalled = False  # a wait for room timed out: the peer is not reading (see wait_for_room)
 
     # -- producers -------------------------------------------------------
@@ -90,14 +95,16 @@ class Writer:
         wait: float | None = 0.0,
         what: str = "",
         urgent: bool = False,
-    ) -> None:
+    ) -> int:
         """Queue one frame (its parts in order) and write it now if the link is idle.
 
         ``size`` is the frame's length in bytes, when the caller knows it (else it is
         summed here). Never blocks on the socket. With ``wait`` > 0, a caller finding
         more than the high-water mark queued waits up to ``wait`` s for room (``None``:
-        as long as it takes), then raises ``ChannelFullError`` with nothing queued.
-        ``urgent``: no coalescing window; if nobody is writing, what is queued goes out now.
+        as long as it takes; never on an event loop's thread), then raises
+        ``ChannelFullError`` with nothing queued. ``urgent``: no coalescing window; if
+        nobody is writing, what is queued goes out now. Returns the frame's mark for
+        ``wait_sent``.
         """
         if size < 0:
             size = sum(map(len, parts))
@@ -106,14 +113,15 @@ class Writer:
             with self._lock:
                 if self._closed:
                     raise BrokenPeerError(f"connection to {self.peer!r} is closed")
-                if wait != 0.0 and self._queued + self._writing > HIGH_WATER:
+                if wait != 0.0 and self._queued + self._writing > HIGH_WATER and not on_event_loop():
                     self._wait_for_room(wait, what)
                 waiting = bool(self._queue)
                 self._queue += parts
                 self._queued += size
                 self.frames += 1
+                mark = self._put_total = self._put_total + size
                 if self._owner is not None or self._sock is None:
-                    return
+                    return mark
                 now = _clock()
                 if not waiting:
                     self._since = now
@@ -124,12 +132,22 @@ class Writer:
                 ):
                     if not self._armed:  # checked here too: most puts find it armed, and a call costs
                         self._arm()
-                    return
+                    return mark
                 token = self._owner = object()
             self._drain(token)
         except BaseException:
             self._abandon(token)
             raise
+        return mark
+
+    def wait_sent(self, mark: int, timeout: float) -> bool:
+        """Wait until the frame ``put`` returned ``mark`` for is on the socket (False on timeout,
+        or when the link is gone): only what was queued before it is written first."""
+        with self._lock:
+            return (
+                self._cond.wait_for(lambda: self._sent_total >= mark or self._closed or self._sock is None, timeout)
+                and self._sent_total >= mark
+            )
 
     def _arm(self) -> None:
         """Have the backstop write what is queued when the window closes (lock held)."""
@@ -231,8 +249,10 @@ class Writer:
         bufs = self._inflight
         if bufs is None:
             return False
-        rest = _unwritten(bufs, sum(self._counts))
+        written = sum(self._counts)
+        rest = _unwritten(bufs, written)
         size = sum(map(len, rest))
+        self._sent_total += written
         self._inflight = None
         self._queue[:0] = rest
         self._queued += size
@@ -292,6 +312,7 @@ class Writer:
                     _send(sock, bufs, 0, collections.deque())
                     with self._lock:
                         self._last = time.perf_counter()
+                        self._sent_total += size
                         self._writing = 0
                         self.stalled = False
                         self._cond.notify_all()
