@@ -44,6 +44,10 @@ class ExitOnLoad:
         sys.exit(3)
 
 
+class IdentityKey:
+    """Hashable by identity only (no ``__eq__``): a copy never equals the original."""
+
+
 class MutableKey:
     """A hashable key whose hash and equality follow a mutable attribute (a careless but
     legal key): the store must keep its own copy."""

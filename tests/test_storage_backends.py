@@ -273,6 +273,21 @@ def test_the_store_keeps_a_copy_of_a_key_object_not_the_callers_own(backend):
     assert ask(CHILD, "get_all")[targets.MutableKey(name)] == "value"
 
 
+def test_a_key_that_never_equals_its_copy_is_refused_and_changes_nothing(backend):
+    """A key compared by identity (a class without __eq__), nan, or a tuple holding nan was
+    written on the memory backend and never found again: get() gave None, incr() 1 each time,
+    and entries piled up (Redis matched them by their pickle). Both now refuse them."""
+    before = shared_memory.get_all()
+    with pytest.raises(ValueError, match=r"^shared_memory keys must equal themselves, got nan"):
+        shared_memory.incr(float("nan"))
+    for key in (targets.IdentityKey(), (1, float("nan"))):
+        with pytest.raises(TypeError, match=r"^shared_memory keys must equal a copy of themselves, got "):
+            shared_memory.set(key, 1)
+        with pytest.raises(TypeError, match=r"^shared_memory keys must equal a copy of themselves, got "):
+            shared_memory.incr(key)
+    assert shared_memory.get_all() == before
+
+
 def test_a_pop_of_a_value_the_caller_cannot_unpickle_puts_it_back(backend):
     """pop() removed the value, then failed to unpickle it: the caller got SerializationError
     and the value was gone for everyone."""

@@ -60,7 +60,11 @@ def _check_key(key: Any) -> Any:
     elif kind is int:
         if key.bit_length() <= 8 * _SHORT_KEY:
             return key
-    elif kind is float or kind is bool:
+    elif kind is bool:
+        return key
+    elif kind is float:
+        if key != key:
+            raise ValueError("shared_memory keys must equal themselves, got nan (it could never be found again)")
         return key
     # The host's memory store keeps keys as they are and pickles them only when another
     # process asks (get_all, a child's call): a key that cannot be pickled, or is larger than
@@ -69,7 +73,19 @@ def _check_key(key: Any) -> Any:
     raw = dumps(key, (_context._current or current()).max_message_size, what="shared_memory key")
     # And kept as a copy: the caller's own object, changed after the call (a hashable object
     # with a mutable attribute), would rename the key, or break get_all(), for every process.
-    return loads(raw, what="shared_memory key")
+    copy = loads(raw, what="shared_memory key")
+    # Every other process sees a copy too: a key its copy does not equal (a class compared by
+    # identity, a tuple holding nan) was written and never found again, piling up entries.
+    try:
+        same = bool(copy == key) and hash(copy) == hash(key)
+    except Exception:
+        same = False
+    if not same:
+        raise TypeError(
+            f"shared_memory keys must equal a copy of themselves, got {type_name(key)} "
+            f"(compared by identity, or holding nan: another process could never find it)"
+        )
+    return copy
 
 
 def _ttl(ttl: float | None) -> float | None:
