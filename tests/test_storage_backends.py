@@ -362,6 +362,19 @@ def test_a_calls_own_short_timeout_is_its_alone(backend):
     assert shared_memory.get(f"{key}-n") == 1_200
 
 
+@pytest.mark.timeout(30)
+def test_a_calls_own_long_timeout_works(backend):
+    """Redis: a timeout of 5e6 s (allowed: up to 9223372036 s) failed in 2 ms with "Timeout
+    reading from socket" and marked Redis down: CPython passes a socket's timeout to poll() as
+    a C int of ms, and the rounded 2**32 ms wrapped to 0."""
+    key = unique("k")
+    shared_memory.set(key, "v")
+    for timeout in (5e6, 2e7, 5e9, 9e9, 9223372036):
+        assert shared_memory.get(key, timeout=timeout) == "v"
+        assert shared_memory.get(key) == "v"  # not marked down
+        assert asyncio.run(shared_memory.async_get(key, timeout=timeout)) == "v"
+
+
 def test_get_all_names_a_key_this_process_cannot_unpickle(backend):
     """Redis: a key of a class the reader cannot import vanished from get_all() with a warning,
     where a value it cannot unpickle raises. Both raise now, naming what failed."""

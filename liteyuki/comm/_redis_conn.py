@@ -66,6 +66,11 @@ _SCHEMES = ("redis", "rediss", "unix")
 CONNECT_TIMEOUT = 2.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
+# The longest socket timeout used. CPython hands a socket's timeout to poll() as a C int of
+# milliseconds: above INT_MAX ms (~24.8 days) it wraps, and 2**32 ms became 0, a timeout of
+# 5e6 s failed in 2 ms ("Timeout reading from socket") and marked Redis down. A longer call
+# timeout (up to MAX_SECONDS) gets this one: waiting ~23 days is as good as waiting forever.
+SOCKET_TIMEOUT_MAX = 2_000_000.0
 
 
 def import_redis() -> Any:
@@ -119,7 +124,7 @@ def _client(module: Any, settings: RedisSettings) -> Any:
     if module.__name__ == "redis.asyncio":
         from redis.asyncio.retry import Retry as retry_class  # type: ignore[no-redef]
     options = {
-        "socket_timeout": settings.call_timeout,
+        "socket_timeout": min(settings.call_timeout, SOCKET_TIMEOUT_MAX),
         "socket_connect_timeout": min(CONNECT_TIMEOUT, settings.call_timeout),
         "retry": retry_class(NoBackoff(), 0),
         # A socket that broke while idle is noticed before a command is sent on it.
@@ -270,6 +275,8 @@ class TimedClients:
             return self._default
         if timeout <= _SHORTEST:
             timeout = _SHORTEST
+        elif timeout >= SOCKET_TIMEOUT_MAX:
+            timeout = SOCKET_TIMEOUT_MAX  # see SOCKET_TIMEOUT_MAX: longer is unbounded in practice
         else:
             timeout = _SHORTEST * _STEP ** math.floor(math.log(timeout / _SHORTEST, _STEP) + 1e-9)
         with self._lock:
