@@ -409,6 +409,18 @@ def test_an_int_key_too_long_for_text_and_a_ttl_past_redis_limit(backend):
     assert shared_memory.expire(name, 1e18) and shared_memory.get(name) == 1
 
 
+def test_a_ttl_whose_milliseconds_overflow_a_float_is_taken(backend):
+    """Redis: ttl=1e306 (finite, > 0: allowed) raised a raw OverflowError from set, async_set
+    and expire (1e306 * 1000 is inf); the memory store took it. The key never expires."""
+    name = unique("k")
+    for ttl in (1e306, 1.7e308, 10**300):
+        shared_memory.set(name, 1, ttl=ttl)
+        assert shared_memory.ttl(name) > 1e12
+        asyncio.run(shared_memory.async_set(name, 2, ttl=ttl))
+        assert shared_memory.expire(name, ttl) and shared_memory.get(name) == 2
+        assert shared_memory.ttl(name) > 1e12
+
+
 def test_a_cluster_receive_with_no_time_to_wait_still_takes_a_waiting_message(backend):
     """receive(timeout=0) (or below 1 ms) gave up before reading: a message already waiting in
     the stream was never taken, unlike a local channel's."""

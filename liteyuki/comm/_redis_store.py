@@ -191,7 +191,10 @@ _MAX_MS = 2**62
 
 
 def _ms(ttl: float) -> int:
-    return min(_MAX_MS, max(1, round(ttl * 1000)))
+    # Compared before multiplying: ttl * 1000 of 1e306 is inf, and round(inf) raised OverflowError.
+    if ttl >= _MAX_MS / 1000:
+        return _MAX_MS
+    return max(1, round(ttl * 1000))
 
 
 def _number(key: Any, cell: bytes | None) -> int | float:
