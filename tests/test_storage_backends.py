@@ -375,6 +375,32 @@ def test_a_calls_own_long_timeout_works(backend):
         assert asyncio.run(shared_memory.async_get(key, timeout=timeout)) == "v"
 
 
+def test_equal_number_keys_are_one_key(backend):
+    """Redis: 1, 1.0 and True (0.0 and -0.0) were distinct keys, so set(1.0) did not overwrite
+    set(1), and get_all() collapsed them into {1: 'float', -0.0: '+0'}: a key with another
+    key's value. Both backends now hold one entry per class of equal numbers, as a dict does."""
+    base = 10**12 + abs(hash(unique("n"))) % 10**9  # this test's own keys (and 0, 1)
+    one = base + 1
+    for key, value in ((one, "int"), (float(one), "float"), (complex(one, 0), "complex")):
+        shared_memory.set(key, value)
+    assert shared_memory.get(one) == shared_memory.get(float(one)) == "complex"
+    shared_memory.set(True, "bool")
+    assert shared_memory.get(1) == shared_memory.get(1.0) == "bool"
+    shared_memory.set(0.0, "+0")
+    shared_memory.set(-0.0, "-0")
+    assert shared_memory.get(0) == ask(CHILD, "get", 0.0) == "-0"
+    snapshot = shared_memory.get_all()
+    assert snapshot[one] == "complex" and snapshot[1] == "bool" and snapshot[0] == "-0"
+    assert shared_memory.incr(float(one + 1)) == 1 and shared_memory.get(one + 1) == 1
+    shared_memory.delete(one + 1.0)
+    assert shared_memory.get(one + 1) is None and one + 1 not in shared_memory.get_all()
+    assert shared_memory.pop(complex(0.5, 0), "absent") == "absent"
+    shared_memory.set(0.5, "half")
+    assert shared_memory.pop(complex(0.5, 0)) == "half"
+    for key in (one, 1, 0):
+        shared_memory.delete(key)
+
+
 def test_get_all_names_a_key_this_process_cannot_unpickle(backend):
     """Redis: a key of a class the reader cannot import vanished from get_all() with a warning,
     where a value it cannot unpickle raises. Both raise now, naming what failed."""

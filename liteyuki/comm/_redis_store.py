@@ -7,6 +7,10 @@ Layout (everything under the namespace, ``liteyuki`` by default)::
     {ns}:kv:b<bytes>       a bytes key
     {ns}:kv:p<pickle>      any other hashable key, by its pickle
 
+A bool, or a float (complex) equal to an int, is written as that int key, and a
+complex with no imaginary part as its float: equal numbers are one key, as in
+a dict (``_canonical``).
+
 A value is stored as its pickle, except an ``int``, which is stored as its
 decimal text: then ``incr`` is Redis's own ``INCRBY`` — one atomic command,
 exact over the whole 64-bit range, no Lua arithmetic on doubles. A pickle
@@ -151,6 +155,28 @@ def from_cell(cell: bytes) -> bytes:
 _INT_AS_TEXT = 13_000
 
 
+def _canonical(key: Any) -> Any:
+    """One key per class of equal builtin numbers, as a dict has one: ``True``, ``1.0`` and
+    ``1+0j`` are the key ``1``, ``-0.0`` is ``0``. They were distinct Redis keys (a pickle each),
+    so ``set(1.0, x)`` did not overwrite key ``1`` and ``get_all()`` collapsed them into one
+    entry with another key's value.
+
+    A difference from the memory backend, which keeps the key object inserted first: here
+    ``get_all()`` gives the canonical key back (``set(1.0, x)`` then ``get_all()`` is
+    ``{1: x}`` where memory has ``{1.0: x}``); ``get``/``set`` of any equal key reach the same
+    entry on both. Only builtin bool/float/complex are folded: an equal key of another type
+    (``Fraction(1)``, an ``IntEnum``, a tuple holding ``1.0``) stays a key of its own, by its pickle.
+    """
+    kind = type(key)
+    if kind is bool:
+        return int(key)
+    if kind is complex and key.imag == 0:
+        key, kind = key.real, float
+    if kind is float and key.is_integer():  # -0.0 too; not nan or inf
+        return int(key)
+    return key
+
+
 class _Keys:
     """Store keys ↔ Redis keys under ``{ns}:kv:``."""
 
@@ -160,6 +186,7 @@ class _Keys:
 
     def encode(self, key: Any) -> bytes:
         hash(key)  # unhashable keys fail here, as they do in a dict
+        key = _canonical(key)
         kind = type(key)
         if kind is str:
             try:
