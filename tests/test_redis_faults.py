@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -341,3 +343,50 @@ def test_a_cluster_end_closed_by_its_callback_runs_nothing_more_and_hands_nothin
     the consumer acknowledged what had run: those were reclaimed and handled again elsewhere."""
     counts = _two_cluster_consumers(redis_server, host, 6, (("cluster_close_after", 5), ("cluster_slow", 0.0)), 200)
     assert {i: c for i, c in counts.items() if c != 1} == {"after-close": None}
+
+
+def _in_socket_read(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked reading a reply from Redis (its stack, not a guess of time)."""
+    frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
+    while frame is not None:
+        if frame.f_code.co_name == "read_response":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.timeout(30)
+def test_a_store_call_in_flight_when_the_store_closes_raises_broken_peer(own_redis: RedisServer):
+    """A child's store calls while it stopped raised a raw ``ValueError: I/O operation on closed
+    file`` (redis-py reading a reply on the connection close() had just closed); the memory
+    backend raises BrokenPeerError there. Now Redis does too, and so does a call made after."""
+    from liteyuki.comm import BrokenPeerError
+    from liteyuki.comm._ops import Get
+    from liteyuki.comm._redis_conn import settings_from
+    from liteyuki.comm._redis_store import RedisStore
+
+    store = RedisStore(settings_from(own_redis.url(), unique("closing")))
+    assert store.execute(Get("k")) is None  # connected
+    outcome: list[BaseException | bytes | None] = []
+
+    def call() -> None:
+        try:
+            outcome.append(store.execute(Get("k")))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)  # the call waits for its reply
+    try:
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while not _in_socket_read(caller):
+            assert time.monotonic() < deadline, "the call never started reading its reply"
+            threading.Event().wait(0.001)
+        store.close()
+        caller.join(10)
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+    assert len(outcome) == 1 and isinstance(outcome[0], BrokenPeerError), outcome
+    with pytest.raises(BrokenPeerError, match=r"storage was closed"):
+        store.execute(Get("k"))

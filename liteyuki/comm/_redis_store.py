@@ -45,9 +45,9 @@ import hashlib
 import pickle
 import weakref
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NoReturn
 
-from ._errors import CommTimeoutError, SerializationError, StorageUnavailableError
+from ._errors import BrokenPeerError, CommTimeoutError, SerializationError, StorageUnavailableError
 from ._ops import Clear, CompareAndSet, Delete, Expire, Get, GetAll, Incr, Pop, Set, SetDefault, StoreOp, Ttl
 from ._redis_conn import Health, RedisSettings, TimedClients, import_redis, translate
 from ._store import _NotPlain as NotPlain
@@ -257,11 +257,21 @@ class RedisStore:
         self._client = settings.client()
         self._timed = TimedClients(settings, self._client)  # for calls with their own timeout
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._closed = False
+
+    def _closed_error(self, what: str) -> BrokenPeerError:
+        """What a call in flight when this process's runtime stopped raises (or one made after):
+        BrokenPeerError, as on the memory backend, whose child's link is closed then. redis-py
+        raised a raw ``ValueError: I/O operation on closed file`` from a reply read on a
+        connection that close() had just closed under it."""
+        return BrokenPeerError(f"shared_memory ({what}): this process's storage was closed (the runtime stopped)")
 
     # -- drivers ------------------------------------------------------------------
     def execute(self, op: StoreOp, timeout: float | None = None) -> bytes | None:
         """Run ``op``; a lost server raises ``StorageUnavailableError`` within ``timeout``
         (default ``call_timeout``), the socket timeout of the connection it runs on."""
+        if self._closed:
+            raise self._closed_error(op.method)
         self.health.check(op.method)
         client = self._client if timeout is None else self._timed.get(timeout)
         try:
@@ -270,14 +280,22 @@ class RedisStore:
                 result = None if cell is None else from_cell(cell)
             else:
                 result = self._drive(self._plan(op), client)
-        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
-            self.health.failed(exc, timeout)
-            raise translate(exc, self.settings, op.method) from exc
-        except self._redis.RedisError as exc:
-            raise translate(exc, self.settings, op.method) from exc
+        except (self._redis.RedisError, OSError, ValueError) as exc:
+            if self._closed:
+                raise self._closed_error(op.method) from exc
+            self._failed(exc, op, timeout)
         if self.health.down_since is not None:
             self.health.ok()
         return result
+
+    def _failed(self, exc: BaseException, op: StoreOp, timeout: float | None) -> NoReturn:
+        """Raise what ``exc``, from a call with its own ``timeout`` (or None), means here."""
+        if isinstance(exc, (self._redis.ConnectionError, self._redis.TimeoutError, OSError)):
+            self.health.failed(exc, timeout)
+            raise translate(exc, self.settings, op.method) from exc
+        if isinstance(exc, self._redis.RedisError):
+            raise translate(exc, self.settings, op.method) from exc
+        raise exc
 
     def _drive(self, plan: Plan, client: Any) -> bytes | None:
         try:
@@ -303,20 +321,21 @@ class RedisStore:
 
     async def async_execute(self, op: StoreOp, timeout: float | None = None) -> bytes | None:
         """Like ``execute``, on ``redis.asyncio``; ``timeout`` (default ``call_timeout``) bounds the call."""
+        if self._closed:
+            raise self._closed_error(op.method)
         self.health.check(op.method)
         limit = self.settings.call_timeout if timeout is None else timeout
         try:
             result = await asyncio.wait_for(self._run_async(op), limit)
-        except asyncio.TimeoutError as exc:
+        except asyncio.TimeoutError as exc:  # first: it is an OSError (TimeoutError) since 3.11
             self.health.failed(exc, timeout)
             raise StorageUnavailableError(
                 f"redis at {self.settings.where} did not answer {op.method!r} within {limit} s"
             ) from None
-        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
-            self.health.failed(exc)
-            raise translate(exc, self.settings, op.method) from exc
-        except self._redis.RedisError as exc:
-            raise translate(exc, self.settings, op.method) from exc
+        except (self._redis.RedisError, OSError, ValueError) as exc:
+            if self._closed:
+                raise self._closed_error(op.method) from exc
+            self._failed(exc, op, None)
         self.health.ok()
         return result
 
@@ -362,6 +381,7 @@ class RedisStore:
         self.health.ok()
 
     def close(self) -> None:
+        self._closed = True  # before the clients: a call whose connection closes under it sees it
         self._client.close()
         self._timed.close()
 
