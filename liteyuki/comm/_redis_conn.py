@@ -109,14 +109,16 @@ class RedisSettings:
     def client(self) -> Any:
         return _client(import_redis(), self)
 
-    def async_client(self) -> Any:
-        return _client(import_redis().asyncio, self)
+    def async_client(self, read_timeout: bool = True) -> Any:
+        """``read_timeout=False``: no socket timeout, for a caller that bounds each call itself
+        by cancelling it (see ``_client``)."""
+        return _client(import_redis().asyncio, self, read_timeout)
 
 
 ASYNC_CONNECTIONS = 100  # per event loop and process: more concurrent async calls wait for one
 
 
-def _client(module: Any, settings: RedisSettings) -> Any:
+def _client(module: Any, settings: RedisSettings, read_timeout: bool = True) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -130,6 +132,13 @@ def _client(module: Any, settings: RedisSettings) -> Any:
         # A socket that broke while idle is noticed before a command is sent on it.
         "health_check_interval": 30,
     }
+    if not read_timeout:
+        # With a socket timeout, redis.asyncio sends each command inside asyncio.wait_for, which
+        # on Python < 3.12 loses a cancellation that lands just as the send completes
+        # (CPython gh-86296): task.cancel() / wait_for() around a loop of async_incr were
+        # ignored. The caller's own timeout cancels a call instead; redis.asyncio drops a
+        # connection whose read was cancelled.
+        options["socket_timeout"] = None
     if module.__name__ == "redis.asyncio":
         # redis.asyncio's pool holds at most 100 connections and refuses the 101st at once
         # ("Too many connections"): a gather of 200 async calls on a healthy Redis failed half

@@ -62,6 +62,7 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _INT64 = range(-(2**63), 2**63)
 _SCAN_COUNT = 500
 _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 class _Script:
@@ -326,7 +327,11 @@ class RedisStore:
         self.health.check(op.method)
         limit = self.settings.call_timeout if timeout is None else timeout
         try:
-            result = await asyncio.wait_for(self._run_async(op), limit)
+            if _timeout is not None:  # in this task: see _async_client
+                async with _timeout(limit):
+                    result = await self._run_async(op)
+            else:
+                result = await asyncio.wait_for(self._run_async(op), limit)
         except asyncio.TimeoutError as exc:  # first: it is an OSError (TimeoutError) since 3.11
             self.health.failed(exc, timeout)
             raise StorageUnavailableError(
@@ -368,7 +373,12 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = self._async[loop] = self.settings.async_client()
+            # No socket timeout: async_execute bounds each call by cancelling it. redis.asyncio
+            # sends a command in asyncio.wait_for when it has one, and wait_for before Python
+            # 3.12 loses a cancellation that arrives as the awaited part finishes (CPython
+            # gh-86296): a task cancelled in a loop of async_incr ran to its end. For the same
+            # reason the bound is asyncio.timeout where there is one (3.11+).
+            client = self._async[loop] = self.settings.async_client(read_timeout=False)
         return client
 
     def ping(self) -> None:
