@@ -565,3 +565,48 @@ def closes_and_dies(report: str) -> None:
         out.send(("done", message))
 
     threading.Event().wait()
+
+
+def lanes_over_the_cap(name: str, key: str, threads: int, calls: int) -> None:
+    """``threads`` threads (more than the lane cap), thread ``i`` making ``calls + i``
+    ``shared_memory.incr`` (so they end one by one); those over the cap take the lanes of
+    those that end. Reports (successful calls, the number of failed ones, the first few)."""
+    ok = [0] * threads
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(calls + i):
+            try:
+                shared_memory.incr(key)
+            except Exception as exc:  # every failure is counted, the thread goes on
+                errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                ok[i] += 1
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    get_channel(f"{name}-active").send((sum(ok), len(errors), errors[:3]))
+    threading.Event().wait()
+
+
+def calls_on_refused_lanes(name: str, key: str) -> None:
+    """Sync calls, and async ones gathered on a loop, in a child whose host refuses every
+    lane: reports what they read and the lanes this process still counts."""
+    import asyncio
+
+    async def on_a_loop() -> list[Any]:
+        await asyncio.gather(*(shared_memory.async_incr(key) for _ in range(20)))
+        return await asyncio.gather(*(shared_memory.async_get(key) for _ in range(5)))
+
+    try:
+        shared_memory.set(key, 0)
+        synced = [shared_memory.incr(key) for _ in range(5)]
+        got = asyncio.run(on_a_loop())
+        report: Any = (synced, got, shared_memory.get(key), lowlevel.current()._lanes.count)
+    except Exception as exc:  # reported, not left to time the test out
+        report = repr(exc)
+    get_channel(f"{name}-active").send(report)
+    threading.Event().wait()

@@ -206,3 +206,36 @@ def test_async_calls_on_a_uvloop_loop_use_its_lane(host):
     name, key = unique(), unique("k")
     host({name: (dt.uvloop_calls, (name, key))}, setup=lambda bot: shared_memory.set(key, "v"))
     assert get_channel(f"{name}-active").receive(timeout=30) == ("v", True, "set on uvloop")
+
+
+@pytest.mark.timeout(90)
+def test_threads_over_the_cap_taking_lanes_freed_by_ended_threads_never_fail(host):
+    # 48 threads, ending one by one: those over the cap of 32 try for a lane at every call,
+    # so a lane freed by a thread that ended is handed over again at once, before the host's
+    # lane thread has seen the old one close. The host used to close that new lane unread:
+    # the call on it failed with BrokenPeerError while the host was healthy. Every call must
+    # succeed, once.
+    name, key = unique(), unique("k")
+    threads, calls = 48, 100
+    host({name: (dt.lanes_over_the_cap, (name, key, threads, calls))})
+    ok, failed, errors = get_channel(f"{name}-active").receive(timeout=80)
+    assert (failed, errors) == (0, [])
+    assert ok == threads * calls + threads * (threads - 1) // 2
+    assert shared_memory.get(key) == ok
+
+
+@pytest.mark.timeout(60)
+def test_calls_on_lanes_the_host_refuses_go_over_the_main_link(host, monkeypatch):
+    # The host's count of a child's lanes can be ahead of the child's (see the test above).
+    # Here the host (this process; the child is spawned with the real cap) refuses every
+    # lane: each call, sync or gathered on a loop, must be made once, over the main link.
+    monkeypatch.setattr("liteyuki.comm._lanes.MAX_LANES", 0)
+    name, key = unique(), unique("k")
+    host({name: (dt.calls_on_refused_lanes, (name, key))})
+    report = get_channel(f"{name}-active").receive(timeout=30)
+    assert not isinstance(report, str), report
+    synced, got, stored, lanes = report
+    assert synced == [1, 2, 3, 4, 5]
+    assert got == [25] * 5 and stored == 25
+    assert lanes == 0
+    assert _lane_threads(name) == 0
