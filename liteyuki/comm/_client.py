@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ._credit import Credit
 from ._errors import BrokenPeerError, ChannelFullError, CommTimeoutError
-from ._lanes import ChildLanes
+from ._lanes import ChildLanes, LaneRefused
 from ._link import Reader, Writer, close_socket
 from ._loopcall import call_in_loop, settle
 from ._runtime_base import RuntimeBase, on_event_loop
@@ -305,6 +305,9 @@ class ChildRuntime(RuntimeBase):
                 raise self._lane_lost(exc) from exc
             except CommTimeoutError:  # named like the main link's: the method, not the class
                 raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s") from None
+            except LaneRefused:  # the host refused the loop's new lane, unread: the main link makes it
+                lanes.after_refusal()
+                answer = None
             if answer is not None:
                 return _lane_result(*answer)
         if self._sock is None:
@@ -343,15 +346,20 @@ class ChildRuntime(RuntimeBase):
             limit = self.call_timeout if timeout is None else timeout
             # The lane's one timer settles the future with None at the deadline (see _looplane).
             ref, future = lane.request(type(op).__name__, self._request_payload(op), self.writer.frames, limit)
+            refused = False
             try:
                 answer = await future
             except ConnectionError as exc:
                 raise self._lane_lost(exc) from exc
+            except LaneRefused:  # the host refused the loop's new lane, unread: the main link makes it
+                lanes.after_refusal()  # (lanes is not None: it made this lane)
+                refused = True
             finally:
                 lane.forget(ref)
-            if answer is None:
-                raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
-            return _lane_result(*answer)
+            if not refused:
+                if answer is None:
+                    raise CommTimeoutError(f"the host did not answer {op.method!r} within {limit} s")
+                return _lane_result(*answer)
         waiter = _Waiter(loop)
         ref = self._request(op, waiter)
         limit = self.call_timeout if timeout is None else timeout

@@ -15,6 +15,16 @@ messages still in flight towards the caller.
 A lane is dropped (and made again on the next call) when a call is interrupted
 (Ctrl+C) or times out in the middle, when the thread ends, and in a forked child
 (it must not share its parent's lanes).
+
+The cap: the child counts its lanes and makes no more than ``MAX_LANES``; the host
+counts them too and holds no more than that many. The two counts are not in step: a
+lane the child closed (its thread ended) is still counted by the host until the
+host's lane thread reads the end of its stream (or, if a call on it timed out, until
+that call's answer is written), so a lane handed over in between can find the host
+full. The host then writes a refusal (a ``CONTROL`` frame,
+ref 0) on that lane, reads nothing from it and closes it; the child's call on it
+reads the refusal instead of an answer (``LaneRefused``), drops the lane and makes
+the call over the main link. The refused request was never read, so it is made once.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import threading
 from collections.abc import Callable
 
 from .._threads import QuietThread
-from ._errors import CommTimeoutError, ProtocolError
+from ._errors import BrokenPeerError, CommTimeoutError, ProtocolError
 from ._runtime_base import running_loop
 from ._wire import HEADER_SIZE, FrameDecoder, Kind, encode, pack_header
 
@@ -44,11 +54,31 @@ if TYPE_CHECKING:
         frames: int
 
 
-__all__ = ["MAX_LANES", "ChildLanes", "serve_handoff"]
+__all__ = ["MAX_LANES", "ChildLanes", "LaneRefused", "serve_handoff"]
 
 MAX_LANES = 32  # per child: more threads than this fall back to the main link
 _REQUEST = Kind.REQUEST
+_CONTROL = Kind.CONTROL
 _TIMEVAL = struct.Struct("@ll")
+# Host -> child, the only thing written on a lane the host will not serve (it is full).
+_REFUSAL = encode(Kind.CONTROL, "refused", b"", 0)
+
+
+class LaneRefused(Exception):
+    """The host refused a new lane (it holds ``MAX_LANES`` of this child's already): the
+    requests written on it were not read; make them over the main link."""
+
+
+def _raise_if_refused(sock: socket.socket, decoder: FrameDecoder) -> None:
+    """After a failed write on a lane: raise ``LaneRefused`` if what the host wrote before
+    closing it is its refusal."""
+    try:
+        chunk = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        frames = decoder.feed(chunk)
+    except (OSError, ProtocolError):
+        return
+    if any(frame[0] is _CONTROL for frame in frames):
+        raise LaneRefused("the host is at its cap of lanes for this process")
 
 
 def _set_timeout(sock: socket.socket, seconds: float) -> None:
@@ -102,6 +132,14 @@ class ChildLanes:
         self._count = 0
         self._closed = False
         self._loop_lanes: dict[int, LoopLane] = {}  # id(loop) -> its lane
+        self._pid = os.getpid()  # the process that owns the main link (not a forked one)
+
+    def after_refusal(self) -> None:
+        """A lane was refused, unread: its calls go over the main link. Not in a forked
+        process: the main link is its parent's (its reader gets the answers), so it fails
+        there, as it did before refusals."""
+        if os.getpid() != self._pid:
+            raise BrokenPeerError("the host refused a new lane, and a forked process has no main link of its own")
 
     def loop_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane | None:
         """The lane of ``loop`` (the running loop: call on its thread), made on first use;
@@ -192,8 +230,12 @@ class ChildLanes:
             if lane.timeout != timeout:
                 _set_timeout(lane.sock, timeout)
                 lane.timeout = timeout
-            # header() inline, its name and length base kept per operation (~0.2 us a call)
-            lane.sock.sendmsg([pack_header(base + len(payload), _REQUEST, ref, len(raw_name)) + raw_name, payload])
+            try:
+                # header() inline, its name and length base kept per operation (~0.2 us a call)
+                lane.sock.sendmsg([pack_header(base + len(payload), _REQUEST, ref, len(raw_name)) + raw_name, payload])
+            except OSError:  # the host may have refused this lane and closed it already
+                _raise_if_refused(lane.sock, lane.decoder)
+                raise
             while True:
                 try:
                     chunk = lane.sock.recv(1 << 16)
@@ -204,6 +246,12 @@ class ChildLanes:
                 for kind, answer_ref, _, answer in lane.decoder.feed(chunk):
                     if answer_ref == ref:
                         return kind, answer
+                    if kind is _CONTROL:  # (only ever the refusal, on a new lane)
+                        raise LaneRefused
+        except LaneRefused:  # the host is full: it read nothing here; the main link makes the call
+            self._drop(lane)
+            self.after_refusal()
+            return None
         except BaseException:
             # Interrupted, timed out or broken in the middle of a call: this lane's stream
             # is no longer in step. Drop it; the next call makes a new one.
@@ -268,11 +316,23 @@ def serve_handoff(
                 return  # end of stream: the child is gone
             for fd in fds:
                 sock = socket.socket(fileno=fd)
+                if sock.family != socket.AF_UNIX:
+                    sock.close()
+                    continue
                 with count_lock:
-                    if live[0] >= MAX_LANES or sock.family != socket.AF_UNIX:
-                        sock.close()
-                        continue
-                    live[0] += 1
+                    full = live[0] >= MAX_LANES
+                    if not full:
+                        live[0] += 1
+                if full:
+                    # Not closed unanswered: the child may count fewer lanes than we do (one
+                    # it closed whose end we have not read yet), and its call on this lane
+                    # must not look like a lost host. The refusal tells it to use the main link.
+                    try:
+                        sock.send(_REFUSAL, socket.MSG_DONTWAIT)
+                    except OSError:
+                        pass
+                    sock.close()
+                    continue
                 QuietThread(
                     target=_serve_lane,
                     args=(sock, answer, progress, wait_for_fence, max_size, on_error, released),

@@ -17,6 +17,10 @@ of a read in one write. Answers are matched by their ``ref``; one that comes
 after its call timed out or was cancelled is dropped, and the lane stays in step.
 Ordering: each request carries the fence of the main link, as a thread lane's.
 
+A lane the host refuses (it holds this child's cap of lanes already: see ``_lanes``)
+gets the refusal instead of answers; every call waiting on it fails with
+``LaneRefused``, and the caller makes it over the main link (the host read none).
+
 Timeouts: one timer per lane, at the earliest deadline of the calls in flight,
 not one per call (a ``call_later`` and its cancel were ~16 % of the loop's work
 in a gather of 100). Deadlines wait in a heap; an answered call's entry is
@@ -33,6 +37,7 @@ import time
 from collections.abc import Callable
 
 from ._errors import CommTimeoutError, ProtocolError
+from ._lanes import LaneRefused
 from ._wire import FrameDecoder, Kind, header
 
 TYPE_CHECKING = False
@@ -45,6 +50,8 @@ _READ = 1 << 16
 # The deadline heap is rebuilt from the calls still waiting when it holds more entries
 # than twice their number plus this (answered calls leave theirs behind).
 _HEAP_SLACK = 256
+_CONTROL = Kind.CONTROL
+_REFUSED = "the host is at its cap of lanes for this process"
 
 
 class LoopLane:
@@ -68,6 +75,7 @@ class LoopLane:
         self._seq = 0
         self._on_close: Callable[[], None] | None = on_close
         self.broken: str | None = None
+        self.refused = False  # the host refused this lane: what was asked on it goes on the main link
         loop.add_reader(self._fd, self._readable)
 
     @property
@@ -125,7 +133,7 @@ class LoopLane:
 
     def _check(self) -> None:
         if self.broken is not None:
-            raise ConnectionError(self.broken)
+            raise LaneRefused(self.broken) if self.refused else ConnectionError(self.broken)
 
     def forget(self, ref: int) -> None:
         """The call gave up (timeout, cancellation): its answer, if it comes, is dropped."""
@@ -175,7 +183,9 @@ class LoopLane:
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            self._close(f"the host closed this loop's lane ({exc})")
+            self._readable()  # the host may have refused this lane and closed it already
+            if self.broken is None:
+                self._close(f"the host closed this loop's lane ({exc})")
             return
         except BaseException:
             # Interrupted (Ctrl+C lands on the main thread, which may run the loop) between
@@ -212,10 +222,17 @@ class LoopLane:
         waiting = self._waiting
         for kind, ref, _, payload in frames:
             future = waiting.pop(ref, None)
-            if future is not None and not future.done():
-                future.set_result((kind, payload))
+            if future is not None:
+                if not future.done():
+                    future.set_result((kind, payload))
+            elif kind is _CONTROL:  # (only ever the refusal, on a new lane)
+                self.refused = True
+                self._close(_REFUSED)
+                return
 
     def _close(self, reason: str) -> None:
+        if self.broken is not None:
+            return
         self.broken = reason
         self.close()
         if self._timer is not None:
@@ -223,9 +240,10 @@ class LoopLane:
             self._timer = None
         self._deadlines = []
         waiting, self._waiting = self._waiting, {}
+        error = LaneRefused if self.refused else ConnectionError
         for future in waiting.values():
             if not future.done():
-                future.set_exception(ConnectionError(reason))
+                future.set_exception(error(reason))
 
     def close(self) -> None:
         on_close, self._on_close = self._on_close, None
