@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import multiprocessing
 import multiprocessing.connection
@@ -80,9 +81,14 @@ class _Run:
 @dataclass
 class _Child:
     name: str
-    # target, args and kwargs as pickled by add_target(): every spawn (and target()) gets them
-    # as they were then, not as the caller's objects look after a later mutation.
-    spec: bytes
+    # The objects themselves, as multiprocessing keeps a Process's: args may carry a Pipe's
+    # Connection or a socket, which pickle by handing their descriptor over to the spawn. (A
+    # pickled snapshot dup'd each descriptor into multiprocessing's resource sharer and closed
+    # the copies again on unpickling in the host: descriptors closed twice, the supervisor's
+    # pidfd among them, in the benchmark.)
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     run: _Run = field(default_factory=_Run)
     # Restarts of one child run one after the other: each call is one full restart.
     restart_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,10 +98,6 @@ class _Child:
     # Counts stop() calls: a restart that sees it change while its hooks ran (or while it
     # stopped the old run) does not start the child again ("never restarted").
     stops: int = 0
-
-    def target(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        target, args, kwargs = pickle.loads(self.spec)
-        return target, args, kwargs
 
     @property
     def process(self) -> multiprocessing.process.BaseProcess | None:
@@ -160,7 +162,8 @@ class ProcessManager:
     ) -> None:
         """Register child ``name``; its channels ``{name}-active`` / ``{name}-passive`` exist from now on.
 
-        ``args`` and ``kwargs`` are pickled now: every spawn gets them as they are at this call.
+        ``args`` and ``kwargs`` are kept as given, as ``multiprocessing.Process`` keeps them: each
+        spawn pickles them as they are then (a Pipe's ``Connection`` or a socket may be among them).
         """
         name = _check_process_name(name)
         if not callable(target):
@@ -170,7 +173,7 @@ class ProcessManager:
         if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
             raise TypeError(f"kwargs of process {name!r} must be a dict with str keys or None, got {kwargs!r:.80}")
         try:  # what the spawn will send the child: refused now, not when the host starts
-            spec = pickle.dumps((target, tuple(args), dict(kwargs or {})))
+            pickle.dumps((target, tuple(args), dict(kwargs or {})))
         except Exception as exc:
             raise TypeError(
                 f"target, args and kwargs of process {name!r} must pickle (a module-level function, "
@@ -179,7 +182,7 @@ class ProcessManager:
         with self._lock:
             if name in self._children:
                 raise ValueError(f"a process named {name!r} was already added")
-            self._children[name] = _Child(name, spec)
+            self._children[name] = _Child(name, target, tuple(args), dict(kwargs or {}))
         self._hub.add_peer(name)
 
     @property
@@ -196,7 +199,8 @@ class ProcessManager:
 
     def target(self, name: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """The target, args and kwargs child ``name`` was added with."""
-        return self._child(name).target()
+        child = self._child(name)
+        return child.target, child.args, dict(child.kwargs)
 
     def is_alive(self, name: str) -> bool:
         return self._running(self._child(name).run)
@@ -283,7 +287,7 @@ class ProcessManager:
     def _spawn(self, child: _Child) -> _Run:
         """A new run of ``child`` (called with the lock held): spawned, attached, supervised."""
         name = child.name
-        target, args, kwargs = child.target()
+        target, args, kwargs = child.target, child.args, child.kwargs
         host_sock, child_sock = new_socketpair()
         host_handoff, child_handoff = socket.socketpair()
         spec = ChildSpec(
@@ -609,7 +613,11 @@ class ProcessManager:
                 if sentinel == self._wake_r:
                     os.read(self._wake_r, 4096)
                     continue
-                self._on_exit(*watched[sentinel])
+                try:
+                    self._on_exit(*watched[sentinel])
+                except Exception:  # the supervisor must outlive any one exit: others still need it
+                    logger.exception("handling a child's exit failed")
+                    watched[sentinel][1].exited.set()
 
     def _on_exit(self, child: _Child, run: _Run) -> None:
         proc = run.process
@@ -620,8 +628,9 @@ class ProcessManager:
             code = proc.exitcode
         with self._lock:
             if run.exit_fd is not None:
-                os.close(run.exit_fd)
-                run.exit_fd = None
+                fd, run.exit_fd = run.exit_fd, None
+                with contextlib.suppress(OSError):  # (closed under us by a stray close elsewhere)
+                    os.close(fd)
         with self._lock:
             # Clean up only what belongs to this run: a restart may already have started the next.
             current = child.run is run
