@@ -233,16 +233,11 @@ class LiteyukiBot:
         From any thread it returns when the restart is done. On the host's own loop (an
         async hook, a host callback) it returns at once and the restart runs in a thread:
         waiting there would block the loop its hooks run on, and every signal with it."""
-        names = [name] if name is not None else self.process_manager.names
-        for each in names:
-            self.process_manager._child(each)  # an unknown name raises here, at the caller
-
-        def restart_each() -> None:
-            for each in names:
-                self.process_manager.restart(each)
-
-        if not self.process_manager._off_the_loop(restart_each):
-            restart_each()
+        pm = self.process_manager
+        names = [name] if name is not None else pm.names
+        children = [pm._child(each) for each in names]  # an unknown name raises here, at the caller
+        for child in children:  # (on the loop each is queued, as pm.restart() does)
+            pm._restart_or_queue(child)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -265,7 +266,7 @@ def test_stop_then_start_on_the_host_loop_run_in_that_order(host):
         seen.append("returned")
 
     asyncio.run_coroutine_threadsafe(on_the_loop(), bot.loop).result(10)
-    for worker in [t for t in threading.enumerate() if t.name == "liteyuki-from-loop"]:
+    for worker in [t for t in threading.enumerate() if t.name.startswith("liteyuki-from-loop")]:
         worker.join(30)  # the queued stop and start are done
     new = ask(name, "pid")
     assert new != old and pm.is_alive(name)
@@ -301,3 +302,52 @@ def test_add_target_refuses_args_that_are_not_a_sequence_and_kwargs_with_other_k
         assert pm.names == []
     finally:
         bot.hub.close()
+
+
+def test_stop_then_restart_on_the_host_loop_leaves_the_child_running(host):
+    """restart() on the loop read the stop count when called, but the queued stop before it
+    counted only when it ran: the restart took it for a stop that overtook it, and stayed
+    stopped (3 of 3). Stops now count at the call."""
+    name = unique()
+    bot = host({name: targets.agent})
+    pm = bot.process_manager
+    old = ask(name, "pid")
+
+    async def on_the_loop() -> None:
+        pm.stop(name)
+        pm.restart(name)
+
+    asyncio.run_coroutine_threadsafe(on_the_loop(), bot.loop).result(10)
+    for worker in [t for t in threading.enumerate() if t.name.startswith("liteyuki-from-loop")]:
+        worker.join(30)
+    assert pm.is_alive(name) and ask(name, "pid") != old
+
+
+def test_a_shutdown_hook_that_stops_another_child_on_the_loop_does_not_wait_behind_itself(host):
+    """One worker ran every call made on the loop: a before_process_shutdown hook of one child
+    that stopped another and waited for it waited behind its own stop, until the hook's
+    timeout."""
+    a, b = unique("a"), unique("b")
+    bot = host({a: targets.agent, b: targets.agent})
+    pm = bot.process_manager
+    seen: list[str] = []
+
+    async def stop_b_first(name: str) -> None:
+        if name != a:
+            return
+        pm.stop(b)
+        deadline = time.monotonic() + 10
+        while pm.is_alive(b) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # polling a real condition (b's exit) with a deadline
+        seen.append("b gone" if not pm.is_alive(b) else "b still alive")
+
+    bot.on_before_process_shutdown(stop_b_first)
+
+    async def on_the_loop() -> None:
+        pm.stop(a)
+
+    asyncio.run_coroutine_threadsafe(on_the_loop(), bot.loop).result(10)
+    for worker in [t for t in threading.enumerate() if t.name.startswith("liteyuki-from-loop")]:
+        worker.join(30)
+    assert seen == ["b gone"]
+    assert not pm.is_alive(a) and not pm.is_alive(b)

@@ -286,21 +286,27 @@ def _on_host_lost(error: BaseException | None) -> None:
     request_stop(f"the host connection was lost ({error or 'EOF'})")
 
 
-_interrupted = False
+_interrupted_at = -1.0
+# A stop signal this soon after the last one is the same stop (see _stop_signal).
+_SAME_STOP = 1.0
 
 
 def _stop_signal(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM: a clean stop, raised as ``KeyboardInterrupt`` once.
+    """SIGINT and SIGTERM: a clean stop, raised as ``KeyboardInterrupt``.
 
     Ctrl+C (to the whole process group) and the host's SIGTERM often arrive together; Python
     runs the second handler at the first check inside ``child_main``'s ``except`` clause,
     and that second ``KeyboardInterrupt`` escaped with a traceback, skipping the flush (8 of 8
-    double signals). Later signals are ignored: the host's escalation ends in SIGKILL.
+    double signals). So a signal within a second of the last raised one is ignored; a later
+    one raises again (a target that swallowed a stray Ctrl+C still stops cleanly later).
     """
-    global _interrupted
-    if _interrupted:
+    global _interrupted_at
+    import time
+
+    now = time.monotonic()
+    if _interrupted_at >= 0 and now - _interrupted_at < _SAME_STOP:
         return
-    _interrupted = True
+    _interrupted_at = now
     raise KeyboardInterrupt
 
 

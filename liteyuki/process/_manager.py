@@ -147,8 +147,8 @@ class ProcessManager:
         # The host's event loop (set by LiteyukiBot while it runs): start(), stop() and restart()
         # called on it hand their work to a thread instead of blocking it (see _off_the_loop).
         self.host_loop: Any = None
-        self._loop_work: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
-        self._loop_worker: threading.Thread | None = None
+        self._loop_work: dict[str, collections.deque[tuple[Callable[..., None], tuple[Any, ...]]]] = {}
+        self._loop_workers: set[str] = set()
         hub.on_control = self._on_control
         hub.on_peer_lost = self._on_peer_lost
 
@@ -235,7 +235,7 @@ class ProcessManager:
         """
         check_timeout(timeout)  # before anything is spawned
         child = self._child(name)
-        if self._off_the_loop(self._start, child, timeout, None):
+        if self._off_the_loop(child, self._start, child, timeout, None):
             return
         self._start(child, timeout, None)
 
@@ -410,7 +410,11 @@ class ProcessManager:
         """
         check_timeout(grace, "grace")  # before any hook runs or anything is sent
         child = self._child(name)
-        if self._off_the_loop(self._stop, child, grace):
+        with self._lock:
+            # Counted at the call, also when the work waits in the loop's queue: a restart asked
+            # for before it goes on, one asked for after it is not cancelled by it.
+            child.stops += 1
+        if self._off_the_loop(child, self._stop, child, grace):
             return
         self._stop(child, grace)
 
@@ -419,7 +423,6 @@ class ProcessManager:
         with self._lock:  # the run a concurrent restart's start() may just have replaced
             run = child.run
             run.stopping = True
-            child.stops += 1
             first, run.stop_claimed = not run.stop_claimed, True
         if run.process is None or run.exited.is_set():
             return
@@ -515,39 +518,58 @@ class ProcessManager:
         quietly. On the host's event loop it returns at once and the restart runs in a
         thread, as ``stop()`` does.
         """
-        child = self._child(name)
-        stops = child.stops  # before waiting in line: a stop meanwhile cancels this restart
-        if self._off_the_loop(self._restart, child, stops):
-            return
-        self._restart(child, stops)
+        self._restart_or_queue(self._child(name))
 
-    def _off_the_loop(self, work: Callable[..., None], *args: Any) -> bool:
-        """On the host loop's own thread, queue ``work(*args)`` for a worker thread and say True.
+    def _restart_or_queue(self, child: _Child) -> None:
+        """Restart ``child`` now, or queue it on the host's loop; a stop after this call cancels it."""
+        stops = child.stops
+        if not self._off_the_loop(child, self._restart, child, stops):
+            self._restart(child, stops)
 
-        One worker runs them in the order they were made: a ``stop`` then a ``start`` from an
-        async hook stop the child and then start it, never the other way round.
-        """
+    def _on_host_loop(self) -> bool:
         loop = self.host_loop
-        if loop is None or not loop.is_running() or getattr(loop, "_thread_id", None) != threading.get_ident():
+        return loop is not None and loop.is_running() and getattr(loop, "_thread_id", None) == threading.get_ident()
+
+    def _off_the_loop(self, child: _Child, work: Callable[..., None], *args: Any) -> bool:
+        """On the host loop's own thread, queue ``work(*args)`` for ``child``'s worker thread and
+        say True.
+
+        One worker per child runs its calls in the order they were made: a ``stop`` then a
+        ``start`` from an async hook stop the child and then start it, never the other way
+        round. Per child, not one for all: a shutdown hook of one child that stops another
+        and waits for it would otherwise wait behind its own stop.
+        """
+        if not self._on_host_loop():
             return False
         with self._lock:
-            self._loop_work.append((work, args))
-            if self._loop_worker is None:
-                self._loop_worker = QuietThread(target=self._run_loop_work, name="liteyuki-from-loop", daemon=True)
-                self._loop_worker.start()
+            queue = self._loop_work.setdefault(child.name, collections.deque())
+            queue.append((work, args))
+            if child.name not in self._loop_workers:
+                self._loop_workers.add(child.name)
+                QuietThread(
+                    target=self._run_loop_work,
+                    args=(child.name, queue),
+                    name=f"liteyuki-from-loop-{child.name}",
+                    daemon=True,
+                ).start()
         return True
 
-    def _run_loop_work(self) -> None:
+    def _run_loop_work(self, name: str, queue: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
         while True:
             with self._lock:
-                if not self._loop_work:
-                    self._loop_worker = None
+                if not queue:
+                    self._loop_workers.discard(name)
                     return
-                work, args = self._loop_work.popleft()
+                work, args = queue.popleft()
             try:
                 work(*args)
+            except RuntimeError as exc:
+                if self._closing:  # refused or cut short by the shutdown: nothing to report
+                    logger.debug(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r}: {exc}")
+                else:
+                    logger.error(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r} failed: {exc}")
             except Exception:  # the caller returned long ago: the log is where this is told
-                logger.exception(f"{getattr(work, '__name__', 'a call').lstrip('_')} made on the host's loop failed")
+                logger.exception(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r} failed")
 
     def _restart(self, child: _Child, stops: int) -> None:
         name = child.name
