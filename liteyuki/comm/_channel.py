@@ -30,7 +30,7 @@ from ._errors import (
     SerializationError,
 )
 from ._loopcall import call_in_loop, settle
-from ._runtime_base import on_event_loop
+from ._runtime_base import on_event_loop, running_loop
 from ._typecheck import is_type_var, matches
 from ._validate import check_bool, check_name, check_size, check_timeout, safe_repr, safe_str, type_name
 from ._wire import dumps, loads, too_large, unpicklable
@@ -139,6 +139,7 @@ class _EndState:
         "report_lock",
         "running",
         "scheduled",
+        "tasks",
         "type_check",
         "unreported",
         "what",
@@ -170,6 +171,7 @@ class _EndState:
         self.running: collections.deque[bytes] | None = None
         self.ready: collections.deque[bytes] | None = None
         self.chunk = 1  # how many messages a passive drain reports at a time (see _ANNOUNCE_MAX)
+        self.tasks: list[Any] | None = None  # the last chunk's async callbacks' tasks (see drain)
         self.dropped = 0  # consumed but could not be unpickled here
         # A list, not a deque: an empty deque holds a 0.5 KB block, and most ends never
         # have an async waiter (1,000 channels: benchmark row 7b).
@@ -240,15 +242,20 @@ class _EndState:
         take = ready.popleft
         chunk = self.chunk  # (kept from the last batch: fast traffic comes in many small batches)
         began = 0.0
-        tasks = False  # the chunk left async callbacks still to run
+        tasks: list[Any] = []  # tasks the chunk's async callbacks left to run
+        earlier, self.tasks = self.tasks, None
+        if earlier is not None:  # the last chunk's tasks had a turn: done, or slow (awaiting)
+            chunk = min(2 * chunk, _ANNOUNCE_MAX) if all(task.done() for task in earlier) else 1
         while True:
             if not ready:
                 if tasks:
-                    # Their tasks run once this drain returns: announcing more now would report
-                    # a whole batch consumed before any of it ran (a kill -9 then lost 189 of
-                    # 199 on Python 3.11). One message at a time, and the rest after them.
+                    # They run once this drain returns: announcing more now would report a whole
+                    # batch consumed before any of it ran (a kill -9 then lost 189 of 199 on
+                    # Python 3.11). The rest waits for their turn (loop.call_soon: no wake-up);
+                    # the next chunk doubles if they all finished by then, else is 1 message.
+                    self.tasks = tasks
+                    self.chunk = chunk
                     self._resume_later(batch)
-                    chunk = 1
                     break
                 now = time.perf_counter()
                 if began:
@@ -278,11 +285,11 @@ class _EndState:
                 self.undecodable()
                 continue
             for func, flt, label in labelled:
-                if flt is None:
-                    tasks |= dispatcher.call(func, data, label)
-                else:
-                    tasks |= dispatcher.call(_FilteredCall(func, flt, self.name), data, label)
-        self.chunk = chunk if not tasks and time.perf_counter() - began < _QUICK_CHUNK else 1
+                task = dispatcher.call(func if flt is None else _FilteredCall(func, flt, self.name), data, label)
+                if task is not None:
+                    tasks.append(task)
+        if self.tasks is None:
+            self.chunk = chunk if time.perf_counter() - began < _QUICK_CHUNK else 1
         # (an empty deque holds a 0.5 KB block: 1,000 channels, row 7b)
         with self.lock:
             self.running = self.ready = None
@@ -298,7 +305,11 @@ class _EndState:
             batch.clear()
             if not self.scheduled:
                 self.scheduled = True
-                dispatcher.submit(self.drain)
+                loop = running_loop()  # (the dispatch loop: drain runs on it)
+                if loop is not None:
+                    loop.call_soon(self.drain)
+                else:
+                    dispatcher.submit(self.drain)
 
     def undecodable(self) -> None:
         """A message arrived that cannot be unpickled in this process (a class only the sender

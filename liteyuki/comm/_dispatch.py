@@ -83,21 +83,21 @@ async def contained(awaitable: Awaitable[Any], label: str) -> None:
 
 def run_as_task(
     awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop, owner: set[asyncio.Task[Any]], label: str
-) -> bool:
-    """Await ``awaitable`` in a task of ``loop``, kept in ``owner`` until it is done; whether
-    that task is still to run (False: an eager task that finished at once)."""
+) -> asyncio.Task[Any] | None:
+    """Await ``awaitable`` in a task of ``loop``, kept in ``owner`` until it is done; the task,
+    or None when it finished at once (an eager task that never suspended)."""
     if _EAGER_TASKS:
         import asyncio  # loaded already: we run on a loop
 
         task = asyncio.Task(contained(awaitable, label), loop=loop, eager_start=True)  # type: ignore[call-arg]
         if task.done():  # it never suspended: nothing to own
             _task_done(task, owner, label)
-            return False
+            return None
     else:
         task = loop.create_task(contained(awaitable, label))
     owner.add(task)
     task.add_done_callback(lambda t: _task_done(t, owner, label))
-    return True
+    return task
 
 
 def _task_done(task: asyncio.Task[Any], owner: set[asyncio.Task[Any]], label: str) -> None:
@@ -192,19 +192,19 @@ class Dispatcher:
                     self._loop = None
                 self._waiting.append(work)
 
-    def call(self, func: Callable[..., Any], arg: Any, label: str) -> bool:
+    def call(self, func: Callable[..., Any], arg: Any, label: str) -> asyncio.Task[Any] | None:
         """Call a sync or async callback with ``arg`` on the loop thread; log what it raises.
-        True when it left a task still to run (an async callback that did not finish)."""
+        The task it left to run (an async callback that did not finish), if any."""
         try:
             result = func(arg)
         except BaseException as exc:  # SystemExit too (see the module's docstring)
             if stops_the_process(exc):
                 raise
             logger.exception(f"{label} raised")
-            return False
+            return None
         # `is not None` first: a sync callback returns None, and the ABC check costs ~0.5 us.
         if result is None:
-            return False
+            return None
         if is_awaitable(result):
             loop = self._loop
             if loop is None:
@@ -218,7 +218,7 @@ class Dispatcher:
                 f"{label} returned a {type(result).__name__}, not a result: its body never ran "
                 "(a callback is a function or an `async def`; is there a `yield` in it?)"
             )
-        return False
+        return None
 
 
 dispatcher = Dispatcher()
