@@ -658,14 +658,17 @@ def test_threads_that_share_an_end_close_and_remake_it_lose_and_repeat_nothing(h
 
 
 @pytest.mark.timeout(60)
-def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_successor(host):
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_successor(host, is_async):
     """A passive end reported its whole batch consumed before running the callbacks: a child
     killed (kill -9) in the middle lost the rest of the batch, up to buffer_size messages.
     It now reports a chunk at a time (one message while callbacks are slow): only the message
-    whose callback was running is gone (at most once: it must not crash-loop its successor)."""
+    whose callback was running is gone (at most once: it must not crash-loop its successor).
+    Async callbacks are tasks: the drain only scheduled them and reported the whole batch (a
+    kill lost 189 of 199 on Python 3.11); it now lets a chunk's tasks run before the next."""
     name, report = unique(), unique("report")
     set_channel(report, Channel(report))
-    host({name: (dt.slow_passive, (report,))}, restart_backoff=0.1)
+    host({name: (dt.slow_passive, (report, is_async))}, restart_backoff=0.1)
     passive, out = get_channel(f"{name}-passive"), get_channel(report)
     for message in [*range(10), "block", *range(11, 41)]:
         passive.send(message)
@@ -676,31 +679,6 @@ def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_suc
     os.kill(item[1], signal.SIGKILL)
     after = [out.receive(timeout=20) for _ in range(30)]
     assert after == [("done", m) for m in range(11, 41)]
-
-
-def test_a_buffer_size_change_racing_close_never_makes_the_closed_end_a_receiver_again(host):
-    """Channel(name, buffer_size=…) declared the end again without the lock close() withdraws
-    under: after a close it made the closed end a receiver again, and what the host then sent
-    there was stranded (16-17 messages in a hostile script)."""
-    import sys
-
-    bot = host({})
-    name = unique("redeclare")
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for _ in range(30):
-            end = Channel(name)
-            with pytest.raises(CommTimeoutError):
-                end.receive(timeout=0)  # declared: a receiving end
-            resize = threading.Thread(target=lambda: [Channel(name, buffer_size=8 + i % 2) for i in range(300)])
-            resize.start()
-            end.close()
-            resize.join(10)
-            Channel(name).close()  # the end the resizer made after the close, never declared
-            assert _receivers(bot, name) == 0
-    finally:
-        sys.setswitchinterval(interval)
 
 
 @pytest.mark.timeout(60)
@@ -715,26 +693,6 @@ def test_a_child_that_closes_its_end_and_dies_at_once_loses_nothing_it_gave_back
         passive.send(message)
     got = Counter(out.receive(timeout=20)[1] for _ in range(199))
     assert set(got) == set(range(200)) - {10} and max(got.values()) == 1
-
-
-@pytest.mark.timeout(60)
-def test_a_passive_child_with_async_callbacks_killed_mid_batch_hands_the_rest_on(host):
-    """Async callbacks are tasks: the drain only scheduled them, reported the whole batch and
-    grew its chunk, and a kill -9 lost 189 of 199 messages on Python 3.11. It now announces
-    one message at a time while callbacks leave tasks, and lets them run before the next."""
-    name, report = unique(), unique("report")
-    set_channel(report, Channel(report))
-    host({name: (dt.slow_passive, (report, True))}, restart_backoff=0.1)
-    passive, out = get_channel(f"{name}-passive"), get_channel(report)
-    for message in [*range(10), "block", *range(11, 41)]:
-        passive.send(message)
-    seen = []
-    while (item := out.receive(timeout=20))[0] == "done":
-        seen.append(item[1])
-    assert seen == list(range(10))
-    os.kill(item[1], signal.SIGKILL)
-    after = [out.receive(timeout=20) for _ in range(30)]
-    assert after == [("done", m) for m in range(11, 41)]
 
 
 @pytest.mark.timeout(60)
