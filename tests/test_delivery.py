@@ -681,6 +681,31 @@ def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_suc
     assert after == [("done", m) for m in range(11, 41)]
 
 
+def test_a_buffer_size_change_racing_close_never_makes_the_closed_end_a_receiver_again(host):
+    """Channel(name, buffer_size=…) declared the end again without the lock close() withdraws
+    under: after a close it made the closed end a receiver again, and what the host then sent
+    there was stranded (16-17 messages in a hostile script)."""
+    import sys
+
+    bot = host({})
+    name = unique("redeclare")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(30):
+            end = Channel(name)
+            with pytest.raises(CommTimeoutError):
+                end.receive(timeout=0)  # declared: a receiving end
+            resize = threading.Thread(target=lambda: [Channel(name, buffer_size=8 + i % 2) for i in range(300)])
+            resize.start()
+            end.close()
+            resize.join(10)
+            Channel(name).close()  # the end the resizer made after the close, never declared
+            assert _receivers(bot, name) == 0
+    finally:
+        sys.setswitchinterval(interval)
+
+
 @pytest.mark.timeout(60)
 def test_a_child_that_closes_its_end_and_dies_at_once_loses_nothing_it_gave_back(host):
     """close() gives back what its batch had reported and not run, as RETURN frames; they went
