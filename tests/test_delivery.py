@@ -754,9 +754,7 @@ def test_a_callback_that_exits_under_its_own_send_backlog_runs_once(host, tmp_pa
         passive = get_channel(f"{name}-passive")
         passive.send("die")
         passive.send("ping")  # the successor answers it after "die" was handled, once or again
-        deadline = time.monotonic() + 40
-        while not pongs and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling what the drain thread collected, with a deadline
+        _wait_for(lambda: pongs, 40, "the successor's answer to 'ping'")
     finally:
         stop.set()
         drainer.join(10)
