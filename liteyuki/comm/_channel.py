@@ -300,8 +300,7 @@ class _EndState:
         with self.lock:
             if not batch or self.closed:
                 return
-            batch.extend(self.buffer)
-            self.buffer = collections.deque(batch)  # (a new deque: ``running`` is this one's alias)
+            self.buffer.extendleft(reversed(batch))
             batch.clear()
             if not self.scheduled:
                 self.scheduled = True

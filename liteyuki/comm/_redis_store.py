@@ -282,8 +282,6 @@ class RedisStore:
             else:
                 result = self._drive(self._plan(op), client)
         except (self._redis.RedisError, OSError, ValueError) as exc:
-            if self._closed:
-                raise self._closed_error(op.method) from exc
             self._failed(exc, op, timeout)
         if self.health.down_since is not None:
             self.health.ok()
@@ -291,6 +289,8 @@ class RedisStore:
 
     def _failed(self, exc: BaseException, op: StoreOp, timeout: float | None) -> NoReturn:
         """Raise what ``exc``, from a call with its own ``timeout`` (or None), means here."""
+        if self._closed:  # the connection was closed under the call
+            raise self._closed_error(op.method) from exc
         if isinstance(exc, (self._redis.ConnectionError, self._redis.TimeoutError, OSError)):
             self.health.failed(exc, timeout)
             raise translate(exc, self.settings, op.method) from exc
@@ -338,8 +338,6 @@ class RedisStore:
                 f"redis at {self.settings.where} did not answer {op.method!r} within {limit} s"
             ) from None
         except (self._redis.RedisError, OSError, ValueError) as exc:
-            if self._closed:
-                raise self._closed_error(op.method) from exc
             self._failed(exc, op, None)
         self.health.ok()
         return result

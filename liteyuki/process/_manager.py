@@ -469,6 +469,7 @@ class ProcessManager:
             run.process.join(seconds)
             if run.process.exitcode is not None:
                 run.exited.set()
+            return run.exited.is_set()
         return run.exited.wait(seconds)
 
     def begin_shutdown(self) -> None:
@@ -561,15 +562,16 @@ class ProcessManager:
                     self._loop_workers.discard(name)
                     return
                 work, args = queue.popleft()
+            what = f"{work.__name__.lstrip('_')} of {name!r}"  # e.g. "stop of 'nonebot'"
             try:
                 work(*args)
             except RuntimeError as exc:
                 if self._closing:  # refused or cut short by the shutdown: nothing to report
-                    logger.debug(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r}: {exc}")
+                    logger.debug(f"{what}: {exc}")
                 else:
-                    logger.error(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r} failed: {exc}")
+                    logger.error(f"{what} failed: {exc}")
             except Exception:  # the caller returned long ago: the log is where this is told
-                logger.exception(f"{getattr(work, '__name__', 'a call').lstrip('_')} of {name!r} failed")
+                logger.exception(f"{what} failed")
 
     def _restart(self, child: _Child, stops: int) -> None:
         name = child.name
