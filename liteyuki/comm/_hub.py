@@ -181,6 +181,7 @@ class Hub(RuntimeBase):
                 route = self._route(name)
         receivers = route.receivers
         room_waited = False
+        idle: Writer | None = None  # the frame went to an idle link: written below, unlocked
         while True:
             wait_on: Writer | None = None
             with self._lock:
@@ -208,8 +209,12 @@ class Hub(RuntimeBase):
                                 receiver.inflight.append((seq, payload))
                                 head = route.head
                                 n = len(payload)
-                                writer.put((pack_length(head.base + n), head.tail, payload), head.overhead + n)
-                                return
+                                if not writer.put_deferred(
+                                    (pack_length(head.base + n), head.tail, payload), head.overhead + n
+                                ):
+                                    return
+                                idle = writer
+                                break
                     if wait_on is None:
                         receiver = self._pick(route, HOST)
                         if receiver is not None:
@@ -221,6 +226,9 @@ class Hub(RuntimeBase):
             # time is taken for one that does not read (see Writer.wait_for_room).
             room_waited = True
             wait_on.wait_for_room(_ROOM_WAIT)
+        if idle is not None:
+            idle.kick()
+            return
         if not route.host_credit.try_take():
             if on_event_loop():
                 raise self._full(name)
@@ -633,6 +641,11 @@ class Hub(RuntimeBase):
                 logger.warning(f"child {peer.name!r} sent an unexpected {kind.name} frame; ignored")
 
     def _from_peer(self, peer: _Peer, name: str, payloads: list[bytes]) -> None:
+        idle = self._from_peer_locked(peer, name, payloads)
+        if idle is not None:
+            idle.kick()  # the credit frame, written with the routing lock released (see put_deferred)
+
+    def _from_peer_locked(self, peer: _Peer, name: str, payloads: list[bytes]) -> Writer | None:
         with self._lock:
             route = self._route(name)
             queued = peer.queued[name] + len(payloads)
@@ -648,15 +661,17 @@ class Hub(RuntimeBase):
                     target = receiver.peer
                     if target is None or not self._backed_up(target):
                         self._hand_run(route, receiver, payloads)
-                        if (writer := peer.writer) is not None:
-                            writer.put((encode(Kind.SEND_CREDIT, name, b"", n),))
-                        return
+                        writer = peer.writer
+                        if writer is not None and writer.put_deferred((encode(Kind.SEND_CREDIT, name, b"", n),)):
+                            return writer
+                        return None
             peer.queued[name] = queued
             generation = peer.generation
             seq = route.next_seq
             route.pending.extend((seq + i, peer.name, generation, p) for i, p in enumerate(payloads))
             route.next_seq = seq + len(payloads)
             self._pump(route)
+        return None
 
     def _hand_run(self, route: _Route, receiver: _Receiver, payloads: list[bytes]) -> None:
         """Give a run of messages straight to ``receiver``, which has credit for all (lock held)."""
