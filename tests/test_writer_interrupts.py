@@ -138,3 +138,35 @@ def test_an_urgent_frame_goes_out_at_once_inside_the_coalescing_window(monkeypat
         writer.close()
         ours.close()
         theirs.close()
+
+
+def test_a_deferred_frame_is_written_by_kick_and_one_whose_kick_never_came_by_flush() -> None:
+    # The host queues a frame under its routing lock (put_deferred) and writes it once the lock
+    # is released (kick). An interrupt in between must not strand the frame on an idle link.
+    ours, theirs = new_socketpair()
+    theirs.settimeout(5)
+    writer = Writer("peer")
+    writer.attach(ours)
+
+    def read(n: int) -> bytes:
+        got = b""
+        while len(got) < n:
+            got += theirs.recv(100)
+        return got
+
+    try:
+        assert writer.put_deferred((b"one",)) is True  # an idle link: the caller writes it
+        assert writer.queued_bytes == 3, "put_deferred must never write"
+        writer.kick()
+        assert read(3) == b"one"
+        writer.kick()  # nothing queued: nothing happens
+        writer._last = 0.0  # the link has been idle for long (no coalescing window)
+        assert writer.put_deferred((b"two",)) is True
+        # ... and the kick never comes: flush writes it (the backstop takes the link)
+        assert writer.flush(5)
+        assert read(3) == b"two"
+        assert writer.queued_bytes == 0
+    finally:
+        writer.close()
+        ours.close()
+        theirs.close()
