@@ -760,3 +760,34 @@ def test_a_callback_that_exits_under_its_own_send_backlog_runs_once(host, tmp_pa
         drainer.join(10)
     assert pongs == [("pong",)]
     assert log.read_text().split() == ["die", "ping"]
+
+
+def test_a_withdrawn_end_gives_back_in_send_order_whether_older_or_interleaved_with_what_waits() -> None:
+    # The host's books, driven directly: what an end that left held goes back to the queue by
+    # sequence number. The usual case (all of it older than what waits) is a prepend, not a
+    # merge over the whole queue (100,000 waiting and ~250 closes/s slowed the host 4x).
+    from liteyuki.comm._hub import _hand_back, _Receiver, _Route
+
+    def seqs(route: _Route) -> list[int]:
+        return [entry[0] for entry in route.pending]
+
+    route = _Route("q", 10)
+    route.pending.extend((s, "sender", 0, b"%d" % s) for s in (20, 22, 24))
+    older = _Receiver("a", 0)
+    older.inflight.extend((s, b"%d" % s) for s in range(10, 20))
+    _hand_back(route, older)
+    assert seqs(route) == [*range(10, 20), 20, 22, 24]
+    assert [entry[3] for entry in route.pending] == [b"%d" % s for s in seqs(route)]
+    assert not older.inflight
+
+    newer = _Receiver("b", 0)  # holds messages sent between some that wait: merged in place
+    newer.inflight.extend((s, b"%d" % s) for s in (21, 23, 30))
+    _hand_back(route, newer)
+    assert seqs(route) == [*range(10, 25), 30]
+
+    gave = _Receiver("c", 0)  # gave two back unhandled (closed mid-batch): they go first
+    gave.returned = [b"r1", b"r2"]
+    gave.inflight.append((40, b"40"))
+    _hand_back(route, gave)
+    assert [entry[3] for entry in route.pending][:3] == [b"r1", b"r2", b"10"]
+    assert seqs(route) == sorted(seqs(route))

@@ -862,7 +862,15 @@ def _hand_back(route: _Route, receiver: _Receiver) -> None:
     if not returned:
         return
     back = [(seq, _RETURNED, -1, payload) for seq, payload in returned]
-    route.pending = collections.deque(heapq.merge(back, route.pending, key=lambda entry: entry[0]))
+    pending = route.pending
+    if not pending or back[-1][0] < pending[0][0]:
+        # The usual case: an end is handed messages from the front of the queue, so all it
+        # gives back is older than everything still waiting. A merge would walk the whole
+        # queue: 100,000 waiting messages and ~250 closes a second slowed the host's other
+        # traffic 4x (a round trip 0.8 -> 3.3 ms at p50).
+        pending.extendleft(reversed(back))
+    else:
+        route.pending = collections.deque(heapq.merge(back, pending, key=lambda entry: entry[0]))
 
 
 def _find(route: _Route, process: str) -> _Receiver | None:
