@@ -610,3 +610,40 @@ def calls_on_refused_lanes(name: str, key: str) -> None:
         report = repr(exc)
     get_channel(f"{name}-active").send(report)
     threading.Event().wait()
+
+
+def async_sends_that_give_up(name: str, n: int) -> None:
+    """Fills ``name`` (nobody receives), then ``n`` async sends that time out and ``n`` that are
+    cancelled; reports how many waiters the channel's credit still holds, then whether a send
+    waiting when room comes gets through."""
+    import asyncio
+
+    from liteyuki.comm._context import current
+
+    chan = Channel(name)
+
+    async def main() -> None:
+        while True:
+            try:
+                chan.send("fill", timeout=0)
+            except Exception:
+                break
+        for i in range(n):
+            try:
+                await chan.async_send(i, timeout=0.001)
+            except Exception:
+                pass
+            task = asyncio.ensure_future(chan.async_send(i))
+            await asyncio.sleep(0)  # it starts waiting for credit
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        left = len(current()._credits[name]._async_waiters)
+        active_channel.send(("waiters", left))
+        await chan.async_send("after", timeout=20)
+        active_channel.send(("sent", "after"))
+
+    asyncio.run(main())
+    threading.Event().wait()

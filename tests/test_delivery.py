@@ -791,3 +791,42 @@ def test_a_withdrawn_end_gives_back_in_send_order_whether_older_or_interleaved_w
     _hand_back(route, gave)
     assert [entry[3] for entry in route.pending][:3] == [b"r1", b"r2", b"10"]
     assert seqs(route) == sorted(seqs(route))
+
+
+@pytest.mark.timeout(60)
+def test_async_sends_that_time_out_or_are_cancelled_leave_nothing_behind(host):
+    # A channel that stays full (a dead consumer) while handlers keep giving up on async_send:
+    # each left a waiter entry behind for good, in the host and in every child.
+    name, child = unique("full"), unique()
+    bot = host({child: (dt.async_sends_that_give_up, (name, 300))}, pending_limit=5)
+    assert get_channel(f"{child}-active").receive(timeout=30) == ("waiters", 0)
+
+    local = unique("hostfull")
+    chan = Channel(local)
+
+    async def on_loop() -> int:
+        for i in range(5):
+            chan.send(i)
+        for i in range(300):
+            with pytest.raises(ChannelFullError):
+                await chan.async_send(i, timeout=0.001)
+            task = asyncio.ensure_future(chan.async_send(i))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return len(bot_hub()._routes[local].host_credit._async_waiters)
+
+    def bot_hub() -> Any:
+        from liteyuki.comm._context import current
+
+        return current()
+
+    assert asyncio.run_coroutine_threadsafe(on_loop(), bot.loop).result(30) == 0
+    receiver = Channel(name)  # room comes: the child's waiting send gets through
+    assert _collect(receiver, 4) == ["fill"] * 4
+    deadline = time.monotonic() + 20
+    got = []
+    while time.monotonic() < deadline and ("sent", "after") not in got:
+        got.append(get_channel(f"{child}-active").receive(timeout=20))
+    assert ("sent", "after") in got

@@ -82,27 +82,37 @@ class Credit:
         deadline = None if timeout is None else loop.time() + timeout
         epoch = self.epoch
         while True:
+            remaining = None if deadline is None else deadline - loop.time()
             with self._lock:
                 if self.epoch != epoch:
                     return False
                 if self.available > 0:
                     self.available -= 1
                     return True
-                if self.closed:
+                if self.closed or (remaining is not None and remaining <= 0):
                     return False
                 fut: asyncio.Future[None] = loop.create_future()
                 self._async_waiters.append((loop, fut))
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
             try:
                 await asyncio.wait_for(fut, remaining)
             except asyncio.TimeoutError:
+                self._leave(fut)  # (if a give chose us meanwhile, its unit is ours to take now)
                 return self.try_take()
             except BaseException:
-                if fut.done() and not fut.cancelled():
-                    self.give(0, wake=1)  # we were woken but leave: hand the wake-up on
+                if not self._leave(fut):
+                    self.give(0, wake=1)  # a give chose us, and we leave: hand the wake-up on
                 raise
+
+    def _leave(self, fut: asyncio.Future[None]) -> bool:
+        """Remove a waiter that gives up (timed out, cancelled); False if it was gone already
+        (a ``give`` or ``interrupt`` took it). Left behind, a channel that stayed full kept
+        one entry per timed-out ``async_send``, in every process."""
+        with self._lock:
+            for i, (_, waiter) in enumerate(self._async_waiters):
+                if waiter is fut:
+                    del self._async_waiters[i]
+                    return True
+        return False
 
     def give(self, n: int, wake: int = 0) -> None:
         """Add ``n`` units and wake as many waiters (``wake`` more: pass a wake-up on)."""
