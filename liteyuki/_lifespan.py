@@ -11,6 +11,7 @@ sync one) left to die with the process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import threading
@@ -216,7 +217,7 @@ class Lifespan:
         try:
             # run() leaves a hook behind after `timeout`; this bound only guards a stuck loop.
             future.result(timeout + 5.0)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the builtin TimeoutError before 3.11
             future.cancel()
             logger.error(f"{event} hooks did not finish within {timeout} s; going on")
 

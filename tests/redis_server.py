@@ -45,7 +45,10 @@ def make_tls_files(folder: str) -> dict[str, str]:
         out.write("subjectAltName=IP:127.0.0.1\n")
     quiet = {"check": True, "capture_output": True, "timeout": 60}
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca_key"],
-                    "-out", files["ca"], "-days", "2", "-subj", "/CN=liteyuki-test-ca"], **quiet)  # fmt: skip
+                    "-out", files["ca"], "-days", "2", "-subj", "/CN=liteyuki-test-ca",
+                    # the extensions Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a CA
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"], **quiet)  # fmt: skip
     subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["key"],
                     "-out", files["csr"], "-subj", "/CN=127.0.0.1"], **quiet)  # fmt: skip
     subprocess.run([openssl, "x509", "-req", "-in", files["csr"], "-CA", files["ca"], "-CAkey", files["ca_key"],

@@ -126,6 +126,7 @@ class _EndState:
         "callbacks",
         "capacity",
         "chunk",
+        "chunk_began",
         "closed",
         "cond",
         "declared",
@@ -172,6 +173,7 @@ class _EndState:
         self.ready: collections.deque[bytes] | None = None
         self.chunk = 1  # how many messages a passive drain reports at a time (see _ANNOUNCE_MAX)
         self.tasks: list[Any] | None = None  # the last chunk's async callbacks' tasks (see drain)
+        self.chunk_began = 0.0  # when that chunk was reported
         self.dropped = 0  # consumed but could not be unpickled here
         # A list, not a deque: an empty deque holds a 0.5 KB block, and most ends never
         # have an async waiter (1,000 channels: benchmark row 7b).
@@ -245,7 +247,8 @@ class _EndState:
         tasks: list[Any] = []  # tasks the chunk's async callbacks left to run
         earlier, self.tasks = self.tasks, None
         if earlier is not None:  # the last chunk's tasks had a turn: done, or slow (awaiting)
-            chunk = min(2 * chunk, _ANNOUNCE_MAX) if all(task.done() for task in earlier) else 1
+            quick = time.perf_counter() - self.chunk_began < _QUICK_CHUNK  # eager tasks (3.12+) may be done yet slow
+            chunk = min(2 * chunk, _ANNOUNCE_MAX) if quick and all(task.done() for task in earlier) else 1
         while True:
             if not ready:
                 if tasks:
@@ -255,6 +258,7 @@ class _EndState:
                     # the next chunk doubles if they all finished by then, else is 1 message.
                     self.tasks = tasks
                     self.chunk = chunk
+                    self.chunk_began = began
                     self._resume_later(batch)
                     break
                 now = time.perf_counter()

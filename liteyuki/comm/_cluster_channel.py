@@ -375,7 +375,7 @@ class ClusterChannel(Channel[T]):
                 self._group_ready = False
                 return True
             return False
-        if isinstance(exc, (self._redis.RedisError, OSError)):
+        if isinstance(exc, (self._redis.RedisError, OSError, asyncio.TimeoutError)):  # not an OSError on 3.10
             self._health.failed(exc)
             return True
         return False

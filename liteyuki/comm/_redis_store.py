@@ -65,6 +65,28 @@ _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_an
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
+async def _bounded(coro: Any, limit: float) -> Any:
+    """asyncio.timeout for 3.10: cancel this task at the deadline, raise TimeoutError then."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(limit, expire)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if fired:
+            raise asyncio.TimeoutError from None
+        raise
+    finally:
+        handle.cancel()
+
+
 class _Script:
     """A Lua script run with EVALSHA (EVAL once if the server does not have it, e.g. after a restart)."""
 
@@ -330,8 +352,8 @@ class RedisStore:
             if _timeout is not None:  # in this task: see _async_client
                 async with _timeout(limit):
                     result = await self._run_async(op)
-            else:
-                result = await asyncio.wait_for(self._run_async(op), limit)
+            else:  # 3.10: not wait_for, which loses a cancel arriving as the call finishes (gh-86296)
+                result = await _bounded(self._run_async(op), limit)
         except asyncio.TimeoutError as exc:  # first: it is an OSError (TimeoutError) since 3.11
             self.health.failed(exc, timeout)
             raise StorageUnavailableError(
