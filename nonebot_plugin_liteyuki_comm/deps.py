@@ -29,7 +29,7 @@ def _own(which: int) -> Channel[Any]:
     own = current().own_channels
     if own is None:
         raise RuntimeError("this process has no active/passive channel of its own (it is the host)")
-    return local_end(own[which])
+    return local_end(own[which], keep=True)
 
 
 def _active() -> Channel[Any]:

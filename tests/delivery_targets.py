@@ -647,3 +647,14 @@ def async_sends_that_give_up(name: str, n: int) -> None:
 
     asyncio.run(main())
     threading.Event().wait()
+
+
+def ask_with_reply_channels(n: int) -> None:
+    """``n`` requests, each carrying a fresh reply channel it receives one answer on, then closes."""
+    for i in range(n):
+        reply = Channel(f"reply-{os.getpid()}-{i}")
+        active_channel.send(("ask", reply))
+        assert reply.receive(timeout=20) == "answer"
+        reply.close()
+    active_channel.send(("done", n))
+    threading.Event().wait()

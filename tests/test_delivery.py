@@ -830,3 +830,30 @@ def test_async_sends_that_time_out_or_are_cancelled_leave_nothing_behind(host):
     while time.monotonic() < deadline and ("sent", "after") not in got:
         got.append(get_channel(f"{child}-active").receive(timeout=20))
     assert ("sent", "after") in got
+
+
+@pytest.mark.timeout(60)
+def test_ends_answered_on_and_let_go_do_not_pile_up_and_receivers_live_on_without_a_reference(host):
+    from liteyuki.comm._channel import local_end_names
+
+    child = unique()
+    host({child: (dt.ask_with_reply_channels, (300,))})
+    requests = get_channel(f"{child}-active")
+    while True:
+        kind, value = requests.receive(timeout=20)
+        if kind == "done":
+            break
+        value.send("answer")  # a Channel that arrived in a message: answered, never closed
+    del value
+    for i in range(300):
+        Channel(unique("once")).send(i)  # an end made per message and let go
+    left = [name for name in local_end_names() if name.startswith(("reply-", "once"))]
+    assert not left, f"{len(left)} ends stayed in the host, e.g. {left[:3]}"
+
+    # What must outlive the caller's reference still does: a receiver, an end given options.
+    name, sized, registered = unique("kept"), unique("sized"), unique("registered")
+    Channel(name).on_receive()(print)
+    Channel(sized, buffer_size=7)
+    set_channel(registered, Channel(registered))
+    assert Channel(name)._state.callbacks and Channel(sized)._state.capacity == 7
+    assert {name, sized, registered} <= set(local_end_names())

@@ -62,5 +62,5 @@ def __getattr__(name: str) -> Any:
     # live singleton the child bootstrap installed (or a standalone one).
     if name in ("active_channel", "passive_channel"):
         own = current().own_channels  # None in the host: it has no channels of its own
-        return None if own is None else local_end(own[0] if name == "active_channel" else own[1])
+        return None if own is None else local_end(own[0] if name == "active_channel" else own[1], keep=True)
     raise AttributeError(f"module 'liteyuki.comm' has no attribute {name!r}")

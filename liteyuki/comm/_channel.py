@@ -16,6 +16,7 @@ import collections
 import pickle
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from . import _context
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # imported where used: a plain child that never awaits does n
 else:
     from .._lean_typing import Generic, TypeVar
 
-__all__ = ["Channel", "forget_local_ends", "local_end", "local_end_names", "local_ends"]
+__all__ = ["Channel", "forget_local_ends", "keep_end", "local_end", "local_end_names", "local_ends"]
 
 T = TypeVar("T")
 
@@ -69,15 +70,33 @@ _PASSIVE = "passive"
 _ACTIVE = "active"
 
 _ends_lock = threading.Lock()
-_ends: dict[str, Channel[Any]] = {}
+# Every live end of this process, by name. Held weakly: a plain end nobody refers to (a reply
+# channel that arrived in a message, or was made per request, and was let go) goes with its
+# last reference. (Held strongly, each stayed for good: ~3 KB per request in a host that
+# answered on channels it was sent.) _kept holds the ends that must outlive their caller's
+# reference: receivers, ends given options, registered ones and the process's own.
+_ends: weakref.WeakValueDictionary[str, Channel[Any]] = weakref.WeakValueDictionary()
+_kept: dict[str, Channel[Any]] = {}
 # Set per thread by the NoneBot plugin: called when a receive() is about to block.
 _park = threading.local()
 
 
-def local_end(name: str) -> Channel[Any]:
-    """This process's end of channel ``name``, created if needed (never asks the host)."""
+def local_end(name: str, keep: bool = False) -> Channel[Any]:
+    """This process's end of channel ``name``, created if needed (never asks the host);
+    ``keep``: it lives on without a reference (see ``keep_end``)."""
     chan = _ends.get(name)
-    return chan if chan is not None else Channel(name)
+    if chan is None:
+        chan = Channel(name)
+    if keep:
+        keep_end(chan)
+    return chan
+
+
+def keep_end(chan: Channel[Any]) -> None:
+    """Hold ``chan`` for as long as it is open, referenced or not."""
+    with _ends_lock:
+        if _ends.get(chan.name) is chan:
+            _kept[chan.name] = chan
 
 
 def local_ends() -> dict[str, Channel[Any]]:
@@ -95,6 +114,7 @@ def forget_local_ends() -> None:
     with _ends_lock:
         ends = list(_ends.values())
         _ends.clear()
+        _kept.clear()
     for chan in ends:
         chan._state.shut()
 
@@ -442,6 +462,8 @@ class Channel(Generic[T]):
                     current().declare_receiver(state)  # the host adjusts the credit it holds
         if type_check is not None:
             state.type_check = type_check
+        if buffer_size is not None or type_check is not None:
+            keep_end(self)  # options a later Channel(name) must find
 
     # [#11] Channel[T](name) sets __orig_class__ on the (maybe existing) end it returned: one
     # element type per channel name per process, a clear error when two disagree. The alias
@@ -464,6 +486,7 @@ class Channel(Generic[T]):
             raise ChannelTypeError(message)
         self.__dict__["_orig_class"] = alias
         state.hint = hint
+        keep_end(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (self.name, self._element_type())
@@ -712,6 +735,7 @@ class Channel(Generic[T]):
                 if not state.declared:
                     state.declared = True
                     current().declare_receiver(state)
+                    keep_end(self)  # a receiver lives on without a reference (callbacks, messages)
 
     # -- closing ---------------------------------------------------------
     @property
@@ -746,6 +770,7 @@ class Channel(Generic[T]):
         with _ends_lock:
             if _ends.get(self.name) is self:
                 del _ends[self.name]
+                _kept.pop(self.name, None)
 
     def _release(self) -> None:
         self._state.release()

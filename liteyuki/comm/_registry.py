@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._channel import Channel, local_end, local_ends
+from ._channel import Channel, keep_end, local_end, local_ends
 from ._context import current
 from ._errors import ChannelNotFoundError
 from ._validate import check_name, type_name
@@ -35,6 +35,7 @@ def set_channel(name: str, channel: Channel[Any]) -> None:
     if channel.name != name:
         raise ValueError(f"channel {channel.name!r} cannot be registered under another name {name!r}")
     current().register_channel(name)
+    keep_end(channel)
 
 
 def set_channels(channels: dict[str, Channel[Any]]) -> None:
