@@ -131,8 +131,8 @@ class Writer:
         True when the link is idle and the frame should go now: the caller then calls
         ``kick()`` once its lock is released. (A write is a system call. Made under the
         host's routing lock, it let the reader thread take that lock and then wait for the
-        GIL the sender held: a convoy that cost the host's sending thread ~25 % of its
-        throughput, benchmarks row 3.) Should the ``kick`` never come (an interrupt in
+        GIL the sender held: a convoy that, on a loaded machine, cost the host's sending
+        thread a quarter of its messages per second.) Should the ``kick`` never come (an interrupt in
         between), the next ``put`` or ``flush`` writes the frame.
         """
         if size < 0:
