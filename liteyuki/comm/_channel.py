@@ -87,7 +87,7 @@ def local_end(name: str, keep: bool = False) -> Channel[Any]:
     chan = _ends.get(name)
     if chan is None:
         chan = Channel(name)
-    if keep:
+    if keep and _kept.get(name) is not chan:  # (the own channels' every access comes here)
         keep_end(chan)
     return chan
 

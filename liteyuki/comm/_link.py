@@ -115,9 +115,10 @@ class Writer:
                     raise BrokenPeerError(f"connection to {self.peer!r} is closed")
                 if wait != 0.0 and self._queued + self._writing > HIGH_WATER and not on_event_loop():
                     self._wait_for_room(wait, what)
-                if not self._enqueue(parts, size, urgent):
-                    return self._put_total
+                write_now = self._enqueue(parts, size, urgent)
                 mark = self._put_total
+                if not write_now:
+                    return mark
                 token = self._owner = object()
             self._drain(token)
         except BaseException:
@@ -169,7 +170,7 @@ class Writer:
         token = None
         try:
             with self._lock:
-                if self._owner is not None or not self._queue or self._sock is None or self._closed:
+                if self._owner is not None or not self._queue or self._sock is None:  # (close() clears _sock)
                     return
                 token = self._owner = object()
             self._drain(token)
