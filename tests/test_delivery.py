@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from liteyuki.comm import Channel, ChannelClosedError, ChannelFullError, CommTimeoutError, get_channel, set_channel
+from liteyuki.comm._link import close_socket
 from liteyuki.comm.lowlevel import Writer
 from liteyuki.comm.storage import shared_memory
 
@@ -365,6 +366,65 @@ def test_a_sync_sender_of_large_messages_stays_near_the_high_water_mark(host):
     assert get_channel(f"{name}-active").receive(timeout=30) == "done"
     print("peak", peak, writer.frames, writer is bot.hub._peers[name].writer)
     assert peak <= HIGH_WATER + 2 * size, peak
+
+
+def _writer_over_the_mark(extra: int) -> tuple[Writer, socket.socket]:
+    """A writer on a real socketpair with ``extra`` MiB above the high-water mark queued."""
+    from liteyuki.comm._link import HIGH_WATER, new_socketpair
+
+    ours, theirs = new_socketpair()
+    writer = Writer("peer")
+    writer.attach(ours)
+    frame = b"x" * (1 << 20)
+    for _ in range(HIGH_WATER // len(frame) + extra):
+        writer.put_deferred((frame,))
+    writer.kick()  # fills the socket; the backstop writes the rest as the peer reads
+    return writer, theirs
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_that_reads_slowly_is_waited_for_not_taken_for_a_stuck_one():
+    # A child whose callbacks hold the GIL in C code reads its link in bursts, tens of
+    # milliseconds apart. Judged by the whole wait (drain below the mark within the
+    # limit), it was marked stalled and senders ran megabytes ahead of it: the flake of
+    # the high-water test above. Judged by progress (a write finished), it is waited for.
+    # This reader does ~13 MB/s: a 1 MiB write finishes every ~80 ms, and the 8 MiB above
+    # the mark take ~0.65 s, well past the 0.25 s without progress that means "stuck".
+    from liteyuki.comm._link import HIGH_WATER
+
+    writer, theirs = _writer_over_the_mark(8)
+    stop = threading.Event()
+
+    def read_slowly() -> None:
+        buf = bytearray(64 * 1024)
+        while theirs.recv_into(buf) and not stop.wait(0.005):  # the child's own work, simulated
+            pass
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    try:
+        writer.wait_for_room(0.25, 20)
+        assert not writer.stalled
+        assert writer.queued_bytes <= HIGH_WATER
+    finally:
+        stop.set()
+        writer.close()
+        close_socket(theirs)
+        reader.join(10)
+
+
+@pytest.mark.timeout(30)
+def test_a_wait_for_room_ends_at_the_senders_bound_and_marks_only_a_peer_that_reads_nothing():
+    writer, theirs = _writer_over_the_mark(2)  # and nobody reads
+    try:
+        writer.wait_for_room(10, 0.1)  # the sender's bound comes first: not judged stuck
+        assert not writer.stalled
+        writer.wait_for_room(0.1, 10)  # no progress for 0.1 s: stuck
+        assert writer.stalled
+        writer.wait_for_room(10, 10)  # and then senders do not wait (the pytest timeout says so)
+    finally:
+        writer.close()
+        close_socket(theirs)
 
 
 @pytest.mark.timeout(30)

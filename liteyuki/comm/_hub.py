@@ -44,9 +44,10 @@ __all__ = ["HOST", "Hub"]
 
 HOST = ""  # the host process, in routing tables
 _RESULT = Kind.RESULT
-# How long a sync sender waits for a child's link to drain below the high-water mark
-# before taking the child for one that does not read (see Writer.wait_for_room).
-_ROOM_WAIT = 0.05
+# How long a sync sender waits for a child's link to make progress (a write finish)
+# before taking the child for one that does not read (see Writer.wait_for_room). Not
+# shorter: a child busy in C code starves its own reader of the GIL for ~0.1 s at a time.
+_ROOM_WAIT = 0.5
 _RETURNED = "\0returned"  # sender of a message handed back by an end that left: matches no process
 
 
@@ -222,10 +223,10 @@ class Hub(RuntimeBase):
                             return
             if wait_on is None:
                 break
-            # Once per send, up to _ROOM_WAIT: a child that does not drain its link in that
-            # time is taken for one that does not read (see Writer.wait_for_room).
+            # Once per send, within the send's own timeout: a child that makes no progress
+            # for _ROOM_WAIT is taken for one that does not read (see Writer.wait_for_room).
             room_waited = True
-            wait_on.wait_for_room(_ROOM_WAIT)
+            wait_on.wait_for_room(_ROOM_WAIT, self.send_timeout if timeout is None else timeout)
         if idle is not None:
             idle.kick()
             return

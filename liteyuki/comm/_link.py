@@ -33,6 +33,7 @@ _BIG_PART = 16 * 1024  # in a larger batch, parts this large go as their own iov
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
 _BATCH = 1 << 20  # the backstop writes at most this much per system call round
+_DBG = []
 # A sender that finds the link written less than WINDOW ago leaves its frame queued;
 # frames wait until the backstop's timer (WINDOW after the first of them) or a sender
 # finding the oldest MAX_AGE old or 64 KiB queued writes them in one go: a burst of small
@@ -214,20 +215,36 @@ class Writer:
         self._wake.notify()
         self._backstop_wanted = True  # last (see _arm)
 
-    def wait_for_room(self, timeout: float) -> None:
+    def wait_for_room(self, stall_after: float, limit: float) -> None:
         """Hold a sender back while more than the high-water mark waits and the peer reads.
 
         Flow control for large messages: a sender that runs megabytes ahead of the
         socket only makes memory churn (page faults) and stalls the pipeline when the
-        pile is handed over. A peer that reads nothing in ``timeout`` marks the link
-        stalled: senders then queue without waiting (credit and the outbox limit bound
-        them, as before) until the backstop writes again.
+        pile is handed over. Waits up to ``limit`` s in all (the sender's own bound);
+        a peer that reads nothing for ``stall_after`` s marks the link stalled: senders
+        then queue without waiting (credit and the outbox limit bound them, as before)
+        until the backstop writes again.
+
+        "Reads nothing" is judged by progress (a write finished), not by the whole wait:
+        a child whose callbacks hold the GIL in C code leaves its reader thread without
+        the GIL for tens of milliseconds at a time (98 ms measured at load 0.7), and it
+        must be waited for, not taken for a stuck one and run megabytes ahead of.
         """
+        deadline = time.monotonic() + limit
         with self._lock:
-            if self.stalled:
-                return
-            if not self._cond.wait_for(lambda: self._closed or self._queued + self._writing <= HIGH_WATER, timeout):
-                self.stalled = True
+            while not self.stalled and not self._room():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return  # the sender's bound: it goes on and queues (not stalled: it reads)
+                sent = self._sent_total
+                wait = min(stall_after, remaining)
+                if not self._cond.wait_for(lambda sent=sent: self._room() or self._sent_total != sent, wait):
+                    self.stalled = wait == stall_after
+                    return
+
+    def _room(self) -> bool:
+        """Whether a sender waiting for room may go on (lock held)."""
+        return self._closed or self._queued + self._writing <= HIGH_WATER
 
     def _wait_for_room(self, wait: float | None, what: str) -> None:
         """Wait (lock held) until the queue is below the high-water mark, or raise."""
