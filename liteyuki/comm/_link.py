@@ -33,7 +33,6 @@ _BIG_PART = 16 * 1024  # in a larger batch, parts this large go as their own iov
 _IOV_MAX = 512
 HIGH_WATER = 4 * 1024 * 1024
 _BATCH = 1 << 20  # the backstop writes at most this much per system call round
-_DBG = []
 # A sender that finds the link written less than WINDOW ago leaves its frame queued;
 # frames wait until the backstop's timer (WINDOW after the first of them) or a sender
 # finding the oldest MAX_AGE old or 64 KiB queued writes them in one go: a burst of small
@@ -249,7 +248,7 @@ class Writer:
     def _wait_for_room(self, wait: float | None, what: str) -> None:
         """Wait (lock held) until the queue is below the high-water mark, or raise."""
         deadline = None if wait is None else time.monotonic() + wait
-        while self._queued + self._writing > HIGH_WATER and not self._closed:
+        while not self._room():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise ChannelFullError(
