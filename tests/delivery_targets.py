@@ -504,19 +504,28 @@ def recreating_receiver(name: str, report: str, rounds: int, take: int) -> None:
     threading.Event().wait()
 
 
-def slow_passive(report: str, is_async: bool = False) -> None:
+def slow_passive(report: str, is_async: bool = False, busy: bool = False, log: str | None = None) -> None:
     """Each message takes ~2 ms of work in a passive callback (an ``async def`` one with
-    ``is_async``) and is reported on ``report``; "block" hangs its callback (the test then
-    kills this process)."""
+    ``is_async``; work that holds the GIL with ``busy``) and is reported on ``report`` (and
+    appended to the file ``log``, which a run cut off from its host still reaches);
+    "block" hangs its callback (the test then kills this process)."""
     import asyncio
 
     out = get_channel(report)
+    written = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (open for the process's life)
 
     def work(message: Any) -> None:
         if message == "block":
             out.send(("blocked", os.getpid()))
             threading.Event().wait()
-        time.sleep(0.002)  # the work a slow callback does (not a synchronisation)
+        if busy:
+            until = time.perf_counter() + 0.002
+            while time.perf_counter() < until:
+                pass
+        else:
+            time.sleep(0.002)  # the work a slow callback does (not a synchronisation)
+        if written is not None:
+            written.write(f"{message}\n")
         out.send(("done", message))
 
     async def async_work(message: Any) -> None:

@@ -741,6 +741,60 @@ def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_suc
     assert after == [("done", m) for m in range(11, 41)]
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("busy", [False, True], ids=["sleeping", "busy"])
+def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, busy):
+    """A stop let the callbacks run on while the child closed its link: their reports went
+    nowhere, so the successor ran up to 80 finished messages again, and the exit cut the
+    running one in the middle (announced, never finished: lost at every restart). A stop
+    now closes the receiving ends first (what was not run goes back) and lets the running
+    callback end. Each run of a callback is counted in a file, which a run whose link is
+    gone still reaches."""
+    name, report, log = unique(), unique("report"), tmp_path / "runs"
+    set_channel(report, Channel(report))
+    bot = host({name: (dt.slow_passive, (report, False, busy, str(log)))})
+    passive, out = get_channel(f"{name}-passive"), get_channel(report)
+    n = 1500
+    paused = threading.Event()  # never set: its waits pace the sender, in bursts of 20
+
+    def send_all() -> None:
+        for i in range(n):
+            passive.send(i, timeout=30)
+            if i % 20 == 19:
+                paused.wait(0.01)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    for _ in range(5):
+        for _ in range(150):  # the child is busy with the stream
+            out.receive(timeout=20)
+        bot.restart_process(name)
+    sender.join(30)
+    passive.send("last")  # after every message handed back: it runs after them
+    while out.receive(timeout=20)[1] != "last":
+        pass
+    counts = Counter(log.read_text().split())
+    del counts["last"]
+    assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
+    assert sorted(set(map(str, range(n))) - set(counts)) == []  # none lost
+
+
+@pytest.mark.timeout(60)
+def test_a_clean_stop_waits_for_a_hung_callback_only_so_long(host):
+    # The wait for the running callback is bounded: the child leaves by itself (exit code
+    # 0, not the host's SIGTERM after stop_grace) and its successor serves.
+    name, report = unique(), unique("report")
+    set_channel(report, Channel(report))
+    bot = host({name: (dt.slow_passive, (report,))}, stop_grace=10)
+    passive, out = get_channel(f"{name}-passive"), get_channel(report)
+    passive.send("block")
+    assert out.receive(timeout=20)[0] == "blocked"
+    bot.restart_process(name)
+    assert bot.process_manager.status()[0].last_exit_code == 0
+    passive.send(1)
+    assert out.receive(timeout=20) == ("done", 1)
+
+
 def test_a_buffer_size_change_racing_close_never_makes_the_closed_end_a_receiver_again(host):
     """Channel(name, buffer_size=…) declared the end again without the lock close() withdraws
     under: after a close it made the closed end a receiver again, and what the host then sent

@@ -45,6 +45,8 @@ MAIN_GUARD_EXIT = 78
 
 # After a stop request (or the host's death) a child gets this long before it is forced out.
 _SELF_STOP_GRACE = 3.0
+# At exit, how long the running passive callback (and async callbacks' tasks) may take to end.
+_CALLBACKS_END = 2.0
 # How long the first callback or async call waits for its dispatch loop to be made.
 _LOOP_START = 30.0
 
@@ -250,6 +252,7 @@ def child_main(spec: ChildSpec) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        _end_callbacks(_CALLBACKS_END)
         if loop is not None:
             loop.close()
         # What the target sent last must reach the host before we go.
@@ -261,6 +264,38 @@ def child_main(spec: ChildSpec) -> None:
         runtime.close()
     sys.stdout.flush()
     os._exit(code)
+
+
+def _end_callbacks(wait: float) -> None:
+    """A clean stop ends the passive callbacks before the link: every receiving end of this
+    process closes (what it was handed and did not run goes back to the host, for the successor),
+    then the callback running now, and the tasks async ones left, may finish (up to
+    ``wait`` s; the stop's own deadline ends the process anyway).
+
+    Before, callbacks ran on while the link closed: their consumption reports went
+    nowhere, so the successor ran up to 80 finished messages again, and the exit cut the
+    running callback in the middle (reported, never finished: lost at every restart)."""
+    for chan in list(lowlevel.local_ends().values()):
+        if not chan._state.declared:
+            continue  # an end this process only sends on stays open: a callback may send on it
+        try:
+            chan.close()
+        except Exception:  # one end's trouble must not keep the others open
+            logger.exception(f"closing channel {chan.name!r} at exit failed")
+    loop = dispatcher.loop
+    if loop is None or not loop.is_running():
+        return  # nothing runs callbacks now (an async target's loop, NoneBot's: over)
+    import asyncio
+
+    async def settle() -> None:
+        tasks = [task for task in dispatcher.tasks if not task.done()]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    try:
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(wait)
+    except Exception:  # the wait ran out, or the loop stopped under us: go on with the exit
+        pass
 
 
 def _join_user_threads() -> None:
