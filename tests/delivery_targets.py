@@ -538,6 +538,16 @@ def slow_passive(report: str, is_async: bool = False, busy: bool = False, log: s
     threading.Event().wait()
 
 
+async def slow_passive_on_its_loop(report: str, is_async: bool, busy: bool, log: str) -> None:
+    """``slow_passive`` in a child whose target is ``async def``: its callbacks run on the
+    target's loop, where a stop lands."""
+    import asyncio
+
+    # (slow_passive registers the callback and then blocks: in a thread, so the loop runs on)
+    threading.Thread(target=slow_passive, args=(report, is_async, busy, log), daemon=True).start()
+    await asyncio.Event().wait()
+
+
 def floods_and_dies(sink: str, size: int, log: str) -> None:
     """A thread floods ``sink`` with ``size``-byte messages; the passive callback appends each
     message to the file ``log`` and exits at once (os._exit) on "die". (A file, not the store:

@@ -742,8 +742,17 @@ def test_a_passive_child_killed_mid_batch_hands_the_rest_of_the_batch_to_its_suc
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("busy", [False, True], ids=["sleeping", "busy"])
-def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, busy):
+@pytest.mark.parametrize(
+    ("target", "busy", "is_async"),
+    [
+        (dt.slow_passive, False, False),
+        (dt.slow_passive, True, False),
+        (dt.slow_passive_on_its_loop, True, False),
+        (dt.slow_passive_on_its_loop, False, True),
+    ],
+    ids=["sleeping", "busy", "async-target", "async-target-async-callback"],
+)
+def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, target, busy, is_async):
     """A stop let the callbacks run on while the child closed its link: their reports went
     nowhere, so the successor ran up to 80 finished messages again, and the exit cut the
     running one in the middle (announced, never finished: lost at every restart). A stop
@@ -752,7 +761,7 @@ def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, bu
     gone still reaches."""
     name, report, log = unique(), unique("report"), tmp_path / "runs"
     set_channel(report, Channel(report))
-    bot = host({name: (dt.slow_passive, (report, False, busy, str(log)))})
+    bot = host({name: (target, (report, is_async, busy, str(log)))})
     passive, out = get_channel(f"{name}-passive"), get_channel(report)
     n = 1500
     paused = threading.Event()  # never set: its waits pace the sender, in bursts of 20

@@ -179,6 +179,11 @@ async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     try:
         return await target(*args, **kwargs)
     finally:
+        # The callbacks run on this loop: end them here, while it runs (see _end_callbacks).
+        _close_receiving_ends()
+        tasks = [task for task in dispatcher.tasks if not task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CALLBACKS_END)
         dispatcher.unbind(loop)
 
 
@@ -224,8 +229,17 @@ def child_main(spec: ChildSpec) -> None:
             import asyncio
 
             loop = asyncio.new_event_loop()
+            main = loop.create_task(_run_async(spec.target, spec.args, spec.kwargs))
+            # A stop cancels the target's task, as asyncio.run does for Ctrl+C, instead of
+            # raising KeyboardInterrupt wherever the loop is: in the middle of a passive
+            # callback it cut the callback, whose message was reported consumed (lost).
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, main.cancel)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            loop.run_until_complete(_run_async(spec.target, spec.args, spec.kwargs))
+            try:
+                loop.run_until_complete(main)
+            except asyncio.CancelledError:
+                pass  # a stop: as KeyboardInterrupt below
         else:
             if not getattr(spec.target, "liteyuki_own_loop", False):
                 dispatcher.set_starter(_start_dispatch_thread)
@@ -275,13 +289,7 @@ def _end_callbacks(wait: float) -> None:
     Before, callbacks ran on while the link closed: their consumption reports went
     nowhere, so the successor ran up to 80 finished messages again, and the exit cut the
     running callback in the middle (reported, never finished: lost at every restart)."""
-    for chan in list(lowlevel.local_ends().values()):
-        if not chan._state.declared:
-            continue  # an end this process only sends on stays open: a callback may send on it
-        try:
-            chan.close()
-        except Exception:  # one end's trouble must not keep the others open
-            logger.exception(f"closing channel {chan.name!r} at exit failed")
+    _close_receiving_ends()
     loop = dispatcher.loop
     if loop is None or not loop.is_running():
         return  # nothing runs callbacks now (an async target's loop, NoneBot's: over)
@@ -296,6 +304,17 @@ def _end_callbacks(wait: float) -> None:
         asyncio.run_coroutine_threadsafe(settle(), loop).result(wait)
     except Exception:  # the wait ran out, or the loop stopped under us: go on with the exit
         pass
+
+
+def _close_receiving_ends() -> None:
+    """Close every end this process receives on (what they held and did not run goes back)."""
+    for chan in list(lowlevel.local_ends().values()):
+        if not chan._state.declared:
+            continue  # an end this process only sends on stays open: a callback may send on it
+        try:
+            chan.close()
+        except Exception:  # one end's trouble must not keep the others open
+            logger.exception(f"closing channel {chan.name!r} at exit failed")
 
 
 def _join_user_threads() -> None:
