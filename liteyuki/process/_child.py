@@ -179,12 +179,14 @@ async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     try:
         return await target(*args, **kwargs)
     finally:
-        # The callbacks run on this loop: end them here, while it runs (see _end_callbacks).
-        _close_receiving_ends()
-        tasks = [task for task in dispatcher.tasks if not task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CALLBACKS_END)
-        dispatcher.unbind(loop)
+        try:
+            # The callbacks run on this loop: end them here, while it runs (see _end_callbacks).
+            _close_receiving_ends()
+            tasks = [task for task in dispatcher.tasks if not task.done()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=_CALLBACKS_END)
+        finally:  # (a second stop signal cancels that wait: the loop is let go all the same)
+            dispatcher.unbind(loop)
 
 
 def child_main(spec: ChildSpec) -> None:
