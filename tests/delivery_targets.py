@@ -548,6 +548,23 @@ async def slow_passive_on_its_loop(report: str, is_async: bool, busy: bool, log:
     await asyncio.Event().wait()
 
 
+async def busy_on_its_loop(report: str) -> None:
+    """An ``async def`` target whose sync passive callback holds its loop ~20 ms per message,
+    then echoes the message on ``report``."""
+    import asyncio
+
+    out = get_channel(report)
+
+    def work(message: Any) -> None:
+        until = time.perf_counter() + 0.02
+        while time.perf_counter() < until:
+            pass
+        out.send(message)
+
+    passive_channel.on_receive()(work)
+    await asyncio.Event().wait()
+
+
 def floods_and_dies(sink: str, size: int, log: str) -> None:
     """A thread floods ``sink`` with ``size``-byte messages; the passive callback appends each
     message to the file ``log`` and exits at once (os._exit) on "die". (A file, not the store:

@@ -789,6 +789,23 @@ def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, ta
 
 
 @pytest.mark.timeout(60)
+def test_a_stop_reaches_an_async_target_whose_loop_has_a_backlog_of_callbacks(host, capfd):
+    # The stop cancels the target's task on its loop; a drain ran its whole batch (seconds
+    # of 20 ms callbacks) before the loop saw it, and the host's SIGTERM came first. A drain
+    # now lets the loop run between chunks after 10 ms.
+    name, report = unique(), unique("report")
+    set_channel(report, Channel(report))
+    bot = host({name: (dt.busy_on_its_loop, (report,))})
+    passive, out = get_channel(f"{name}-passive"), get_channel(report)
+    for i in range(300):
+        passive.send(i)
+    assert out.receive(timeout=20) == 0  # the backlog is being worked through
+    bot.restart_process(name)
+    assert "did not stop in time" not in capfd.readouterr().out
+    assert bot.process_manager.status()[0].last_exit_code == 0
+
+
+@pytest.mark.timeout(60)
 def test_a_clean_stop_waits_for_a_hung_callback_only_so_long(host):
     # The wait for the running callback is bounded: the child leaves by itself (exit code
     # 0, not the host's SIGTERM after stop_grace) and its successor serves.

@@ -66,6 +66,7 @@ _REPORT_EVERY = 64
 # slow callbacks' messages; a report per message cost ~3x the throughput of fast ones.)
 _ANNOUNCE_MAX = 32
 _QUICK_CHUNK = 0.001
+_SLICE = 0.01  # a drain that ran this long lets its loop run other work before the next chunk
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
@@ -264,6 +265,7 @@ class _EndState:
         take = ready.popleft
         chunk = self.chunk  # (kept from the last batch: fast traffic comes in many small batches)
         began = 0.0
+        started = time.perf_counter()
         tasks: list[Any] = []  # tasks the chunk's async callbacks left to run
         earlier, self.tasks = self.tasks, None
         if earlier is not None:  # the last chunk's tasks had a turn: done, or slow (awaiting)
@@ -284,6 +286,13 @@ class _EndState:
                 now = time.perf_counter()
                 if began:
                     chunk = min(2 * chunk, _ANNOUNCE_MAX) if now - began < _QUICK_CHUNK else 1
+                    if now - started > _SLICE and batch:
+                        # The loop's other work gets a turn between chunks: a backlog of sync
+                        # callbacks held NoneBot's loop, or an async target's, for seconds, and
+                        # a stop (the target's task cancelled) waited behind it until its grace ran out.
+                        self.chunk = chunk
+                        self._resume_later(batch)
+                        break
                 began = now
                 # Reported a chunk at a time just before it runs, and written now rather than
                 # after the writer's coalescing window: a callback that takes its process down
