@@ -242,6 +242,12 @@ def child_main(spec: ChildSpec) -> None:
                 loop.run_until_complete(main)
             except asyncio.CancelledError:
                 pass  # a stop: as KeyboardInterrupt below
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    # (loop.close() below would reset them to the defaults, under the clean-up:
+                    # a late SIGTERM would then kill the process before its flush)
+                    loop.remove_signal_handler(signum)
+                    signal.signal(signum, _stop_signal)
         else:
             if not getattr(spec.target, "liteyuki_own_loop", False):
                 dispatcher.set_starter(_start_dispatch_thread)
