@@ -333,8 +333,13 @@ class _EndState:
         with self.lock:
             if not batch or self.closed:
                 return
-            self.buffer.extendleft(reversed(batch))
-            batch.clear()
+            # The rest of the batch becomes the buffer (older first), its deque not copied: a
+            # drain slices a deep batch (up to buffer_size) every _SLICE. (The drain that calls
+            # this stops at once and never touches the batch again.)
+            if self.running is batch:
+                self.running = None
+            batch.extend(self.buffer)
+            self.buffer = batch
             if not self.scheduled:
                 self.scheduled = True
                 loop = running_loop()  # (the dispatch loop: drain runs on it)
