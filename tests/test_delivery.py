@@ -792,7 +792,7 @@ def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, ta
 def test_a_stop_reaches_an_async_target_whose_loop_has_a_backlog_of_callbacks(host, capfd):
     # The stop cancels the target's task on its loop; a drain ran its whole batch (seconds
     # of 20 ms callbacks) before the loop saw it, and the host's SIGTERM came first. A drain
-    # now lets the loop run between chunks after 10 ms.
+    # now lets the loop run between chunks after 50 ms.
     name, report = unique(), unique("report")
     set_channel(report, Channel(report))
     bot = host({name: (dt.busy_on_its_loop, (report,))})

@@ -66,7 +66,7 @@ _REPORT_EVERY = 64
 # slow callbacks' messages; a report per message cost ~3x the throughput of fast ones.)
 _ANNOUNCE_MAX = 32
 _QUICK_CHUNK = 0.001
-_SLICE = 0.01  # a drain that ran this long lets its loop run other work before the next chunk
+_SLICE = 0.05  # a drain that ran this long lets its loop run other work before the next chunk
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
