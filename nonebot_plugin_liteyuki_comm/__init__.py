@@ -53,6 +53,7 @@ async def _start_liteyuki_comm() -> None:
 
 @driver.on_shutdown
 async def _stop_liteyuki_comm() -> None:
+    await bridge.finish()
     bridge.stop()
 
 

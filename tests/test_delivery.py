@@ -788,6 +788,75 @@ def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, ta
     assert sorted(set(map(str, range(n))) - set(counts)) == []  # none lost
 
 
+_COUNTED_PLUGIN = """\
+import asyncio
+import os
+
+from nonebot import require
+
+require("nonebot_plugin_liteyuki_comm")
+from liteyuki.comm import Channel  # noqa: E402
+
+_log = os.open(os.environ["COUNTED_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+_report = Channel(os.environ["COUNTED_REPORT"])
+
+
+@Channel(os.environ["COUNTED_CHANNEL"]).on_receive()
+async def counted(message):
+    await asyncio.sleep(0.003)
+    os.write(_log, f"{message}\\n".encode())
+    _report.send(message)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_clean_restarts_of_a_nonebot_child_run_every_async_callback_once(host, tmp_path, monkeypatch):
+    """NoneBot's shutdown cancelled the tasks of async passive callbacks, whose messages were
+    reported consumed: up to 88 lost at one restart in a hostile script. The plugin's shutdown
+    hook now closes the ends and lets those tasks finish first."""
+    from liteyuki.process import run_nonebot
+
+    project, log = tmp_path / "project", tmp_path / "runs"
+    (project / "plugins").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "counted"\nversion = "0"\n\n[tool.nonebot]\nplugin_dirs = ["plugins"]\n'
+    )
+    (project / "plugins" / "counted.py").write_text(_COUNTED_PLUGIN)
+    name, channel, report = unique("nb"), unique("counted"), unique("report")
+    for key, value in {"COUNTED_LOG": str(log), "COUNTED_CHANNEL": channel, "COUNTED_REPORT": report}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LITEYUKI_CONSOLE", "headless")
+    monkeypatch.chdir(project)  # a project's bot.py runs in its folder, which is on sys.path
+    monkeypatch.syspath_prepend(str(project))  # (the child gets the host's sys.path)
+    set_channel(report, Channel(report))
+    kwargs = {"pyproject": project / "pyproject.toml"}
+    bot = host(setup=lambda bot: bot.process_manager.add_target(name, run_nonebot, kwargs=kwargs))
+    to_bot, out = Channel(channel), get_channel(report)
+    n = 800
+    paused = threading.Event()  # never set: its waits pace the sender, in bursts of 10
+
+    def send_all() -> None:
+        for i in range(n):
+            to_bot.send(i, timeout=60)
+            if i % 10 == 9:
+                paused.wait(0.02)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    for _ in range(3):
+        for _ in range(100):  # the child is busy with the stream
+            out.receive(timeout=60)
+        bot.restart_process(name)
+    sender.join(60)
+    to_bot.send("last")
+    while out.receive(timeout=60) != "last":
+        pass
+    counts = Counter(log.read_text().split())
+    del counts["last"]
+    assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
+    assert sorted(set(map(str, range(n))) - set(counts)) == []  # none lost
+
+
 @pytest.mark.timeout(60)
 def test_a_stop_reaches_an_async_target_whose_loop_has_a_backlog_of_callbacks(host, capfd):
     # The stop cancels the target's task on its loop; a drain ran its whole batch (seconds

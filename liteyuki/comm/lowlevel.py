@@ -47,6 +47,7 @@ __all__ = [
     "check_name",
     "check_storage",
     "check_timeout",
+    "close_receiving_ends",
     "close_runtime",
     "current",
     "dispatcher",
@@ -97,6 +98,21 @@ def release_receivers() -> None:
 
     for chan in [*local_ends().values(), *cluster_ends().values()]:
         chan._release()
+
+
+def close_receiving_ends() -> None:
+    """Close every end this process receives on, at its clean stop: what they held and did
+    not run goes back (to the other ends, or the successor). Ends it only sends on stay
+    open, so a callback that is finishing can still send."""
+    from ..log import logger
+
+    for chan in list(local_ends().values()):
+        if not chan._state.declared:
+            continue
+        try:
+            chan.close()
+        except Exception:  # one end's trouble must not keep the others open
+            logger.exception(f"closing channel {chan.name!r} at exit failed")
 
 
 def set_park_hook(hook: Callable[[], None] | None) -> None:

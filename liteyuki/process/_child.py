@@ -181,7 +181,7 @@ async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     finally:
         try:
             # The callbacks run on this loop: end them here, while it runs (see _end_callbacks).
-            _close_receiving_ends()
+            lowlevel.close_receiving_ends()
             tasks = [task for task in dispatcher.tasks if not task.done()]
             if tasks:
                 await asyncio.wait(tasks, timeout=_CALLBACKS_END)
@@ -297,7 +297,7 @@ def _end_callbacks(wait: float) -> None:
     Before, callbacks ran on while the link closed: their consumption reports went
     nowhere, so the successor ran up to 80 finished messages again, and the exit cut the
     running callback in the middle (reported, never finished: lost at every restart)."""
-    _close_receiving_ends()
+    lowlevel.close_receiving_ends()
     loop = dispatcher.loop
     if loop is None or not loop.is_running():
         return  # nothing runs callbacks now (an async target's loop, NoneBot's: over)
@@ -312,17 +312,6 @@ def _end_callbacks(wait: float) -> None:
         asyncio.run_coroutine_threadsafe(settle(), loop).result(wait)
     except Exception:  # the wait ran out, or the loop stopped under us: go on with the exit
         pass
-
-
-def _close_receiving_ends() -> None:
-    """Close every end this process receives on (what they held and did not run goes back)."""
-    for chan in list(lowlevel.local_ends().values()):
-        if not chan._state.declared:
-            continue  # an end this process only sends on stays open: a callback may send on it
-        try:
-            chan.close()
-        except Exception:  # one end's trouble must not keep the others open
-            logger.exception(f"closing channel {chan.name!r} at exit failed")
 
 
 def _join_user_threads() -> None:
