@@ -762,30 +762,41 @@ def test_clean_restarts_under_a_stream_run_every_message_once(host, tmp_path, ta
     name, report, log = unique(), unique("report"), tmp_path / "runs"
     set_channel(report, Channel(report))
     bot = host({name: (target, (report, is_async, busy, str(log)))})
-    passive, out = get_channel(f"{name}-passive"), get_channel(report)
-    n = 1500
-    paused = threading.Event()  # never set: its waits pace the sender, in bursts of 20
+    counts = _restarts_under_a_stream(bot, name, get_channel(f"{name}-passive"), report, log, 1500, 5, (20, 0.01))
+    assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
+    assert sorted(set(map(str, range(1500))) - set(counts)) == []  # none lost
+
+
+def _restarts_under_a_stream(
+    bot: Any, name: str, to_child: Any, report: str, log: Any, n: int, restarts: int, pace: tuple[int, float]
+) -> Counter[str]:
+    """Send 0..n-1 to child ``name`` from a thread (bursts of ``pace[0]``, ``pace[1]`` s apart),
+    restart it ``restarts`` times while it works (it echoes each message on ``report``, as is
+    or as ("done", message)), then send "last", which runs after every message handed back.
+    How often each message ran, by the file ``log`` the child appends to."""
+    out = get_channel(report)
+    burst, pause = pace
+    paused = threading.Event()  # never set: its waits pace the sender
 
     def send_all() -> None:
         for i in range(n):
-            passive.send(i, timeout=30)
-            if i % 20 == 19:
-                paused.wait(0.01)
+            to_child.send(i, timeout=60)
+            if i % burst == burst - 1:
+                paused.wait(pause)
 
     sender = threading.Thread(target=send_all, daemon=True)
     sender.start()
-    for _ in range(5):
-        for _ in range(150):  # the child is busy with the stream
-            out.receive(timeout=20)
+    for _ in range(restarts):
+        for _ in range(n // (2 * restarts)):  # the child is busy with the stream
+            out.receive(timeout=60)
         bot.restart_process(name)
-    sender.join(30)
-    passive.send("last")  # after every message handed back: it runs after them
-    while out.receive(timeout=20)[1] != "last":
+    sender.join(60)
+    to_child.send("last")
+    while out.receive(timeout=60) not in ("last", ("done", "last")):
         pass
     counts = Counter(log.read_text().split())
     del counts["last"]
-    assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
-    assert sorted(set(map(str, range(n))) - set(counts)) == []  # none lost
+    return counts
 
 
 _COUNTED_PLUGIN = """\
@@ -831,30 +842,9 @@ def test_clean_restarts_of_a_nonebot_child_run_every_async_callback_once(host, t
     set_channel(report, Channel(report))
     kwargs = {"pyproject": project / "pyproject.toml"}
     bot = host(setup=lambda bot: bot.process_manager.add_target(name, run_nonebot, kwargs=kwargs))
-    to_bot, out = Channel(channel), get_channel(report)
-    n = 800
-    paused = threading.Event()  # never set: its waits pace the sender, in bursts of 10
-
-    def send_all() -> None:
-        for i in range(n):
-            to_bot.send(i, timeout=60)
-            if i % 10 == 9:
-                paused.wait(0.02)
-
-    sender = threading.Thread(target=send_all, daemon=True)
-    sender.start()
-    for _ in range(3):
-        for _ in range(100):  # the child is busy with the stream
-            out.receive(timeout=60)
-        bot.restart_process(name)
-    sender.join(60)
-    to_bot.send("last")
-    while out.receive(timeout=60) != "last":
-        pass
-    counts = Counter(log.read_text().split())
-    del counts["last"]
+    counts = _restarts_under_a_stream(bot, name, Channel(channel), report, log, 800, 3, (10, 0.02))
     assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
-    assert sorted(set(map(str, range(n))) - set(counts)) == []  # none lost
+    assert sorted(set(map(str, range(800))) - set(counts)) == []  # none lost
 
 
 @pytest.mark.timeout(60)
