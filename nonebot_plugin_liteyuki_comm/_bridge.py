@@ -13,13 +13,12 @@ from nonebot.utils import is_coroutine_callable
 
 from liteyuki import log
 from liteyuki.comm import ChannelClosedError
-from liteyuki.comm.lowlevel import close_receiving_ends, current, dispatcher, release_receivers, set_park_hook
+from liteyuki.comm.lowlevel import current, dispatcher, end_callbacks, release_receivers, set_park_hook
 from liteyuki.log import logger
 
 __all__ = ["Bridge"]
 
 _announced = threading.Event()  # the standalone line is printed once per process
-_CALLBACKS_END = 2.0  # at a clean stop, how long async callbacks in flight may take to end
 
 
 class Bridge:
@@ -51,17 +50,14 @@ class Bridge:
                     if not is_coroutine_callable(func) and not getattr(func, "liteyuki_detachable", False):
                         hooks[i] = detachable(func)
 
-    async def finish(self, wait: float = _CALLBACKS_END) -> None:
+    async def finish(self) -> None:
         """In a Liteyuki child, NoneBot's shutdown is the process's clean stop: end the passive
         callbacks before NoneBot cancels its tasks (their messages were reported consumed, so
         a cancelled one was lost: up to 88 at one restart). The ends close (what they held
         goes back to the successor) and the tasks async callbacks left may finish."""
         if getattr(current(), "role", "") != "child":
             return  # nb run, nonebug: a startup may follow this shutdown, and the ends stay
-        close_receiving_ends()
-        tasks = [task for task in dispatcher.tasks if not task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait)
+        await end_callbacks()
 
     def stop(self) -> None:
         loop, self.loop = self.loop, None

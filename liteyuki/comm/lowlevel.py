@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ loads these
     from ._hub import Hub as Hub
 
 __all__ = [
+    "CALLBACKS_END",
     "CHILD_ENV",
     "CHILD_PID_ENV",
     "MAX_NAME_LENGTH",
@@ -51,6 +52,7 @@ __all__ = [
     "close_runtime",
     "current",
     "dispatcher",
+    "end_callbacks",
     "install",
     "installed",
     "local_end",
@@ -113,6 +115,20 @@ def close_receiving_ends() -> None:
             chan.close()
         except Exception:  # one end's trouble must not keep the others open
             logger.exception(f"closing channel {chan.name!r} at exit failed")
+
+
+CALLBACKS_END = 2.0  # at a clean stop, how long the callbacks in flight may take to end
+
+
+async def end_callbacks(wait: float = CALLBACKS_END) -> None:
+    """A clean stop, on the loop that runs the passive callbacks: close the receiving ends
+    (``close_receiving_ends``), then let the tasks async callbacks left finish, up to ``wait`` s."""
+    import asyncio
+
+    close_receiving_ends()
+    tasks = [task for task in dispatcher.tasks if not task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=wait)
 
 
 def set_park_hook(hook: Callable[[], None] | None) -> None:

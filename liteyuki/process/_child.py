@@ -45,8 +45,6 @@ MAIN_GUARD_EXIT = 78
 
 # After a stop request (or the host's death) a child gets this long before it is forced out.
 _SELF_STOP_GRACE = 3.0
-# At exit, how long the running passive callback (and async callbacks' tasks) may take to end.
-_CALLBACKS_END = 2.0
 # How long the first callback or async call waits for its dispatch loop to be made.
 _LOOP_START = 30.0
 
@@ -180,11 +178,7 @@ async def _run_async(target: Callable[..., Any], args: tuple[Any, ...], kwargs: 
         return await target(*args, **kwargs)
     finally:
         try:
-            # The callbacks run on this loop: end them here, while it runs (see _end_callbacks).
-            lowlevel.close_receiving_ends()
-            tasks = [task for task in dispatcher.tasks if not task.done()]
-            if tasks:
-                await asyncio.wait(tasks, timeout=_CALLBACKS_END)
+            await lowlevel.end_callbacks()  # they run on this loop: ended here, while it runs
         finally:  # (a second stop signal cancels that wait: the loop is let go all the same)
             dispatcher.unbind(loop)
 
@@ -274,7 +268,7 @@ def child_main(spec: ChildSpec) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        _end_callbacks(_CALLBACKS_END)
+        _end_callbacks(lowlevel.CALLBACKS_END)
         if loop is not None:
             loop.close()
         # What the target sent last must reach the host before we go.
@@ -303,13 +297,8 @@ def _end_callbacks(wait: float) -> None:
         return  # nothing runs callbacks now (an async target's loop, NoneBot's: over)
     import asyncio
 
-    async def settle() -> None:
-        tasks = [task for task in dispatcher.tasks if not task.done()]
-        if tasks:
-            await asyncio.wait(tasks)
-
     try:
-        asyncio.run_coroutine_threadsafe(settle(), loop).result(wait)
+        asyncio.run_coroutine_threadsafe(lowlevel.end_callbacks(wait), loop).result(wait)
     except Exception:  # the wait ran out, or the loop stopped under us: go on with the exit
         pass
 
