@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psutil
@@ -26,6 +27,36 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("LITEYUKI_PLUGIN_TESTS"):
         config.stash[NONEBOT_INIT_KWARGS] = {"driver": "~none", "console_headless_mode": True}
         config.stash[NONEBOT_START_LIFESPAN] = False
+
+
+def gone(pid: int) -> bool:
+    """``pid`` has exited: reaped, or a zombie its parent has not reaped yet. (Checking
+    ``pid_exists`` and then building a ``Process`` raced with the reaper: ``NoSuchProcess``.)"""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def handles(pids: Iterable[int]) -> list[psutil.Process]:
+    """``psutil.Process`` of each pid still there; one reaped meanwhile is left out."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    return procs
+
+
+def leftover_children() -> list[psutil.Process]:
+    """This process's descendants still running, but for multiprocessing's resource tracker
+    (not ours) and the session's redis-server (it outlives tests): each test checks none is left."""
+    left = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # exited while we looked: not left
+            mine = proc.pid not in OWNED and "resource_tracker" not in " ".join(proc.cmdline())
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+    return left
 
 
 def unique(prefix: str = "c") -> str:
@@ -59,9 +90,7 @@ def host() -> Iterator[Callable[..., LiteyukiBot]]:
     yield start
     for ctx in reversed(contexts):
         ctx.__exit__(None, None, None)
-    leftover = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    # multiprocessing's resource tracker is not ours, a test redis-server outlives tests; everything else must go.
-    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline()) and p.pid not in OWNED]
+    leftover = leftover_children()
     assert not leftover, f"processes left behind: {leftover}"
 
 

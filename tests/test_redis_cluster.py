@@ -24,7 +24,7 @@ from liteyuki.comm import Channel
 from liteyuki.comm.storage import shared_memory
 
 from . import redis_targets
-from .conftest import unique
+from .conftest import gone, handles, unique
 from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,10 +70,9 @@ class HostProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        procs = [psutil.Process(p) for p in self.pids if psutil.pid_exists(p)]
-        _, alive = psutil.wait_procs(procs, timeout=10)
+        _, alive = psutil.wait_procs(handles(self.pids), timeout=10)
         self.log.close()
-        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], f"children left behind: {alive}"
+        assert not [p for p in alive if not gone(p.pid)], f"children left behind: {alive}"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from liteyuki.comm import get_channel
 from liteyuki.comm.storage import shared_memory
 
 from . import targets
-from .conftest import unique
+from .conftest import gone, unique
 from .test_channels import ask
 
 
@@ -43,7 +43,7 @@ def test_restarts_in_a_row_each_give_a_new_connected_child(host, capfd, times):
     assert events == [f"before {name}", f"after {name}"] * times
     assert bot.process_manager._children[name].restarts == times
     for pid in pids[:-1]:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert gone(pid)
     assert bot.process_manager.pid(name) == pids[-1]
     out = capfd.readouterr().out
     assert "exited normally" not in out and "exited unexpectedly" not in out, out

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import pytest
 
 from liteyuki import LiteyukiBot
@@ -20,8 +19,7 @@ from liteyuki.comm import Channel, get_channel
 from liteyuki.comm.storage import shared_memory
 
 from . import targets
-from .conftest import unique
-from .redis_server import OWNED
+from .conftest import leftover_children, unique
 from .test_channels import ask
 
 CHILD = "backend-agent"
@@ -37,8 +35,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     bot.process_manager.add_target(CHILD, targets.agent)
     with bot.running():
         yield request.param
-    leftover = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    leftover = [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline()) and p.pid not in OWNED]
+    leftover = leftover_children()
     assert not leftover, f"processes left behind: {leftover}"
 
 

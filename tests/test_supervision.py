@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from liteyuki import LiteyukiBot
 from liteyuki.comm import get_channel
 
 from . import targets
-from .conftest import unique
+from .conftest import gone, handles, leftover_children, unique
 from .test_channels import ask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,8 @@ def test_kill_9_child_is_restarted_and_reached_afterwards(host):
     old_pid = ask(name, "pid")
     passive = get_channel(f"{name}-passive")
     os.kill(old_pid, signal.SIGKILL)
-    psutil.Process(old_pid).wait(10) if psutil.pid_exists(old_pid) else None
+    with contextlib.suppress(psutil.NoSuchProcess):  # the supervisor may have reaped it already
+        psutil.Process(old_pid).wait(10)
     passive.send(("pid",))  # sent while the child is down: waits for the new child
     new_pid = get_channel(f"{name}-active").receive(timeout=20)
     assert new_pid != old_pid and isinstance(new_pid, int)
@@ -113,9 +115,8 @@ def _start_host(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
 
 
 def _all_gone(pids: list[int], timeout: float) -> bool:
-    procs = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs(handles(pids), timeout=timeout)
+    return all(gone(p.pid) for p in alive)
 
 
 @pytest.mark.timeout(60)
@@ -127,7 +128,7 @@ def test_host_killed_children_exit_by_themselves():
         assert _all_gone(pids, timeout=5), "children outlived their host"
     finally:
         for pid in pids:
-            if psutil.pid_exists(pid):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -197,7 +198,7 @@ def test_stop_escalates_to_sigkill_for_a_hung_child(host, capfd):
     pid = bot.process_manager.pid(name)
     os.kill(pid, signal.SIGSTOP)  # hung for real: not even its own stop deadline can run
     bot.process_manager.stop(name)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
     out = capfd.readouterr().out
     assert "sending SIGTERM" in out and "sending SIGKILL" in out
 
@@ -323,10 +324,7 @@ def test_add_target_while_stop_all_runs_stops_everything():
             sys.setswitchinterval(interval)
             stop_adding.set()
             worker.join(10)
-    from .redis_server import OWNED  # the session's redis-server is not ours to stop
-
-    left = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    assert not [p for p in left if "resource_tracker" not in " ".join(p.cmdline()) and p.pid not in OWNED]
+    assert not leftover_children()
 
 
 def test_a_stop_during_a_restart_hook_is_not_undone(host):

@@ -13,14 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from liteyuki import LiteyukiBot, get_bot, get_config
 from liteyuki.comm import lowlevel
 from liteyuki.comm.storage import shared_memory
 
-from ..conftest import unique
+from ..conftest import gone, leftover_children, unique
 from . import ltargets, rtargets
 from .ltargets import ask
 
@@ -32,8 +31,7 @@ SLACK = 15.0
 
 
 def no_children_left() -> None:
-    left = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    left = [p for p in left if "resource_tracker" not in " ".join(p.cmdline())]
+    left = leftover_children()
     assert not left, f"processes left behind: {left}"
 
 
@@ -111,9 +109,7 @@ def test_a_signal_stops_the_host_whatever_its_hooks_do(mode: str, how: str) -> N
         assert "STATE idle" not in out and "process 'never'" not in out
     for line in out.splitlines():
         if line.startswith("STATE idle"):
-            assert not psutil.pid_exists(int(line.split()[-1])) or psutil.Process(int(line.split()[-1])).status() == (
-                "zombie"
-            )
+            assert gone(int(line.split()[-1]))
 
 
 @pytest.mark.timeout(90)
@@ -127,7 +123,7 @@ def test_sigterm_while_a_child_starts_slowly_spawns_nothing_more() -> None:
     assert [line for line in out.splitlines() if line.startswith("IMPORT")] == [f"IMPORT {pid}"]
     assert "TARGET RUNNING" not in out and "process 'second'" not in out and "process 'third'" not in out
     assert "process 'first' is still starting up; sending SIGTERM" in out
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert gone(pid)
 
 
 @pytest.mark.timeout(90)
@@ -139,7 +135,7 @@ def test_a_second_signal_during_a_slow_stop_kills_every_child_at_once() -> None:
     os.kill(program.proc.pid, signal.SIGTERM)
     out = program.finish(SLACK)  # well before the 30 s grace
     assert "second stop signal: killing every child now" in out
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert gone(pid)
 
 
 @pytest.mark.timeout(60)
@@ -296,7 +292,7 @@ def test_hooks_that_never_return_at_every_phase_do_not_hold_the_stop(capfd) -> N
                  "after_forever left behind: did not return within"):  # fmt: skip
         assert hook in out, hook
     assert "LAST HOOK RAN" in out
-    assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+    assert pid is not None and gone(pid)
     no_children_left()
 
 
