@@ -228,6 +228,13 @@ def exiting_agent() -> None:
     threading.Event().wait()
 
 
+async def exiting_agent_on_its_loop() -> None:
+    """``exiting_agent`` in an ``async def`` target: its callbacks run on the target's loop, on
+    the main thread, whose stop signals the loop takes (no signal raises KeyboardInterrupt)."""
+    threading.Thread(target=exiting_agent, daemon=True).start()  # (it registers, then blocks)
+    await asyncio.Event().wait()
+
+
 def active_echo() -> None:
     """Active mode: echo every message on the passive channel back on the active one."""
     for message in passive_channel:

@@ -123,11 +123,14 @@ def test_callback_exception_is_logged_and_dispatch_goes_on(host, capfd):
     assert "callback failure on purpose" in out.out + out.err
 
 
-def test_a_callback_that_calls_sys_exit_is_logged_and_the_child_goes_on(host, capfd):
+@pytest.mark.parametrize("target", [targets.exiting_agent, targets.exiting_agent_on_its_loop])
+def test_a_callback_that_calls_sys_exit_is_logged_and_the_child_goes_on(host, capfd, target):
     """sys.exit() in a callback used to end a plain child's dispatch loop: the process stayed
-    up, took messages, and ran no callback again. A callback cannot end its process."""
+    up, took messages, and ran no callback again. A callback cannot end its process: nor can
+    its own KeyboardInterrupt on an async target's loop, which ended the child with exit code 0
+    (never restarted)."""
     name = unique()
-    bot = host({name: targets.exiting_agent})
+    bot = host({name: target})
     passive, active = get_channel(f"{name}-passive"), get_channel(f"{name}-active")
     pid = None
     for attempt in ("exit", "exit after an await", "exit in a filter", "interrupt"):
@@ -172,8 +175,9 @@ def test_a_host_callback_that_calls_sys_exit_is_logged_and_the_host_goes_on(host
 
 
 def test_a_keyboard_interrupt_leaves_a_callback_only_on_the_main_thread():
-    """On the main thread Python raises a real Ctrl+C there: it must stop the process, not be
-    logged as a callback's failure (a NoneBot child runs its callbacks on the main thread)."""
+    """On the main thread, while Python's own handler takes SIGINT (as in this pytest process),
+    a KeyboardInterrupt may be a real Ctrl+C: it must stop the process, not be logged as a
+    callback's failure. (Where a loop takes the signals, see test_a_callback_that_calls_sys_exit….)"""
     from liteyuki.comm._dispatch import dispatcher
 
     def interrupt(_: Any) -> None:

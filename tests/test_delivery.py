@@ -24,6 +24,7 @@ from liteyuki.comm.storage import shared_memory
 from . import delivery_targets as dt
 from . import targets
 from .conftest import unique
+from .nonebot_project import nonebot_child
 from .test_channels import ask
 
 
@@ -825,23 +826,12 @@ def test_clean_restarts_of_a_nonebot_child_run_every_async_callback_once(host, t
     """NoneBot's shutdown cancelled the tasks of async passive callbacks, whose messages were
     reported consumed: up to 88 lost at one restart in a hostile script. The plugin's shutdown
     hook now closes the ends and lets those tasks finish first."""
-    from liteyuki.process import run_nonebot
-
-    project, log = tmp_path / "project", tmp_path / "runs"
-    (project / "plugins").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "counted"\nversion = "0"\n\n[tool.nonebot]\nplugin_dirs = ["plugins"]\n'
-    )
-    (project / "plugins" / "counted.py").write_text(_COUNTED_PLUGIN)
+    log = tmp_path / "runs"
     name, channel, report = unique("nb"), unique("counted"), unique("report")
     for key, value in {"COUNTED_LOG": str(log), "COUNTED_CHANNEL": channel, "COUNTED_REPORT": report}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("LITEYUKI_CONSOLE", "headless")
-    monkeypatch.chdir(project)  # a project's bot.py runs in its folder, which is on sys.path
-    monkeypatch.syspath_prepend(str(project))  # (the child gets the host's sys.path)
     set_channel(report, Channel(report))
-    kwargs = {"pyproject": project / "pyproject.toml"}
-    bot = host(setup=lambda bot: bot.process_manager.add_target(name, run_nonebot, kwargs=kwargs))
+    bot = nonebot_child(host, tmp_path / "project", monkeypatch, name, {"counted": _COUNTED_PLUGIN})
     counts = _restarts_under_a_stream(bot, name, Channel(channel), report, log, 800, 3, (10, 0.02))
     assert sorted(m for m, k in counts.items() if k > 1) == []  # none finished twice
     assert sorted(set(map(str, range(800))) - set(counts)) == []  # none lost
@@ -862,6 +852,40 @@ def test_a_stop_reaches_an_async_target_whose_loop_has_a_backlog_of_callbacks(ho
     bot.restart_process(name)
     assert "did not stop in time" not in capfd.readouterr().out
     assert bot.process_manager.status()[0].last_exit_code == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_backlog_of_callbacks_lets_a_task_on_the_same_loop_run_at_every_slice(host):
+    """A drain yields its loop every 50 ms. Its next slice was queued with call_soon, so it ran
+    before the timer callback and the task step that a sleeping task needs: such a task got a
+    turn every third slice (~165 ms in a hostile script; 30 callbacks of 5 ms here)."""
+    sink, sender, n = unique("sink"), unique("s"), 200
+    events: list[str] = []
+    done = threading.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            await asyncio.sleep(0.002)
+            events.append("tick")
+
+    def work(message: int) -> None:  # on the host's loop: 5 ms holding it
+        if message == 0:
+            asyncio.get_running_loop().create_task(ticker())
+        until = time.perf_counter() + 0.005
+        while time.perf_counter() < until:
+            pass
+        events.append("callback")
+        if message == n - 1:
+            done.set()
+
+    bot = host({sender: (dt.burst_sender, (sink, 0, n))})
+    Channel(sink).on_receive()(work)
+    get_channel(f"{sender}-passive").send("go")
+    assert get_channel(f"{sender}-active").receive(timeout=30) == ("sent", bot.process_manager.pid(sender))
+    assert done.wait(30)
+    between = [len(run.split()) for run in " ".join(events).split("tick")]  # callbacks between ticks
+    assert len(between) >= 6, between  # 5 ticks or more in the second of backlog
+    assert max(between[1:-1]) <= 20, between  # ~10 callbacks (one slice) between two ticks
 
 
 @pytest.mark.timeout(60)

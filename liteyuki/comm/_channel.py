@@ -67,6 +67,10 @@ _REPORT_EVERY = 64
 _ANNOUNCE_MAX = 32
 _QUICK_CHUNK = 0.001
 _SLICE = 0.05  # a drain that ran this long lets its loop run other work before the next chunk
+# ... for this long: the drain's next slice waits on a timer, not in the ready queue. (Queued
+# with call_soon, it ran again before the work it had made wait, and before each step that
+# work then scheduled: a task sleeping on a timer got a turn every third slice, ~165 ms.)
+_YIELD = 0.001
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
@@ -291,7 +295,7 @@ class _EndState:
                         # callbacks held NoneBot's loop, or an async target's, for seconds, and
                         # a stop (the target's task cancelled) waited behind it until its grace ran out.
                         self.chunk = chunk
-                        self._resume_later(batch)
+                        self._resume_later(batch, _YIELD)
                         break
                 began = now
                 # Reported a chunk at a time just before it runs, and written now rather than
@@ -327,9 +331,10 @@ class _EndState:
         with self.lock:
             self.running = self.ready = None
 
-    def _resume_later(self, batch: collections.deque[bytes]) -> None:
+    def _resume_later(self, batch: collections.deque[bytes], pause: float = 0.0) -> None:
         """Put the rest of a batch back in front of the buffer and drain again after the tasks
-        already scheduled (the ledger still holds these: they were never reported)."""
+        already scheduled, or ``pause`` s from now (the ledger still holds these: they were
+        never reported)."""
         with self.lock:
             if not batch or self.closed:
                 return
@@ -343,10 +348,12 @@ class _EndState:
             if not self.scheduled:
                 self.scheduled = True
                 loop = running_loop()  # (the dispatch loop: drain runs on it)
-                if loop is not None:
-                    loop.call_soon(self.drain)
-                else:
+                if loop is None:
                     dispatcher.submit(self.drain)
+                elif pause:
+                    loop.call_later(pause, self.drain)
+                else:
+                    loop.call_soon(self.drain)
 
     def undecodable(self) -> None:
         """A message arrived that cannot be unpickled in this process (a class only the sender

@@ -30,8 +30,8 @@ Whatever a callback raises is its own failure, logged with the traceback, and th
 next callback runs, ``SystemExit`` included: ``sys.exit()`` in a callback would
 otherwise stop the event loop every other callback (and NoneBot) runs on, or end a
 plain child's dispatch thread and leave the process alive with its callbacks dead.
-The one exception is a ``KeyboardInterrupt`` on the main thread, where Python raises
-a real Ctrl+C: it goes on up, and the process stops.
+The one exception is a ``KeyboardInterrupt`` on the main thread while a stop signal
+raises one there (a real Ctrl+C): it goes on up, and the process stops.
 """
 
 from __future__ import annotations
@@ -65,8 +65,26 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 
 def stops_the_process(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a callback, must go on up rather than be logged as the
-    callback's failure: only a real Ctrl+C (``KeyboardInterrupt`` on the main thread)."""
-    return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+    callback's failure: only a real Ctrl+C, a ``KeyboardInterrupt`` on the main thread while a
+    stop signal raises one there.
+
+    Where an event loop takes the stop signals itself (an async target's, NoneBot's:
+    ``add_signal_handler``; uvicorn's handlers), no signal raises it: there a callback's own
+    ``raise KeyboardInterrupt`` ended the loop, and the child with exit code 0, so it was never
+    restarted and what was sent to it waited in the host for good.
+    """
+    if not isinstance(exc, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+        return False
+    import signal  # (imported by every process's start-up already)
+
+    return any(_interrupts(signal.getsignal(signum)) for signum in (signal.SIGINT, signal.SIGTERM))
+
+
+def _interrupts(handler: Any) -> bool:
+    """Whether a signal handler raises ``KeyboardInterrupt`` (Python's own, or the child's stop)."""
+    import signal
+
+    return handler is signal.default_int_handler or getattr(handler, "raises_keyboard_interrupt", False) is True
 
 
 async def contained(awaitable: Awaitable[Any], label: str) -> None:

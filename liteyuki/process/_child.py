@@ -331,6 +331,13 @@ _interrupted_at = -1.0
 _SAME_STOP = 1.0
 
 
+def stop_asked() -> bool:
+    """Whether a stop already reached this process: asked for (``request_stop``) or raised by a
+    stop signal. A process that runs on after one had its ``KeyboardInterrupt`` swallowed: a
+    framework installing its own way to stop later carries the stop out then."""
+    return _stopping or _interrupted_at >= 0
+
+
 def _stop_signal(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM: a clean stop, raised as ``KeyboardInterrupt``.
 
@@ -348,6 +355,9 @@ def _stop_signal(signum: int, frame: Any) -> None:
         return
     _interrupted_at = now
     raise KeyboardInterrupt
+
+
+_stop_signal.raises_keyboard_interrupt = True  # type: ignore[attr-defined]  # (see _dispatch.stops_the_process)
 
 
 def _set_title(name: str) -> None:
