@@ -34,6 +34,24 @@ async def _shutdown():
         log.write(f"{os.getpid()}\\n")
 """
 
+_HUNG_STARTUP = """\
+import asyncio
+import os
+
+from nonebot import get_driver, require
+
+require("nonebot_plugin_liteyuki_comm")
+from liteyuki.comm import Channel  # noqa: E402
+
+_report = Channel(os.environ["NB_REPORT"])
+
+
+@get_driver().on_startup
+async def _never_ends():
+    _report.send("startup hook running")
+    await asyncio.Event().wait()
+"""
+
 _INTERRUPTING_CALLBACK = """\
 import os
 
@@ -92,6 +110,21 @@ def test_a_restart_during_a_startup_hook_waits_for_the_startup_and_runs_the_shut
     assert reports.receive(timeout=30) == "startup hook running"  # the successor starts
     out = capfd.readouterr().out
     assert "crashed" not in out and "cancel scope" not in out and "did not stop in time" not in out
+
+
+@pytest.mark.timeout(90)
+def test_a_stop_during_a_startup_hook_that_never_ends_ends_at_stop_grace(host, tmp_path, monkeypatch, reports, capfd):
+    """The stop waits for the startup, but not for ever: the child's own stop deadline (the
+    host's stop_grace) ends it with exit code 0, with the host's SIGTERM; no SIGKILL. A bound on
+    the wait, not a fix: it passes on the code before the wait too."""
+    name = unique("nb")
+    bot = nonebot_child(host, tmp_path / "project", monkeypatch, name, {"hung": _HUNG_STARTUP}, stop_grace=2)
+    assert reports.receive(timeout=30) == "startup hook running"
+    bot.restart_process(name)
+    out = capfd.readouterr().out
+    assert "sending SIGTERM" in out and "sending SIGKILL" not in out, out[-2000:]
+    assert bot.process_manager.status()[0].last_exit_code != -9
+    assert reports.receive(timeout=30) == "startup hook running"  # the successor starts
 
 
 @pytest.mark.timeout(90)
