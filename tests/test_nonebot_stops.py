@@ -3,6 +3,10 @@ KeyboardInterrupt, which must not (found by a hostile round)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import pytest
 
 from liteyuki.comm import Channel, get_channel, set_channel
@@ -29,6 +33,60 @@ async def _slow():  # a later startup hook: a database that takes its time to co
 
 
 @get_driver().on_shutdown
+async def _shutdown():
+    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+"""
+
+_SLOW_SHUTDOWN = """\
+import asyncio
+import os
+
+from nonebot import get_driver, require
+
+require("nonebot_plugin_liteyuki_comm")
+from liteyuki.comm import Channel  # noqa: E402
+
+_report = Channel(os.environ["NB_REPORT"])
+
+
+@get_driver().on_startup
+async def _started():
+    _report.send(("started", os.getpid()))
+
+
+@get_driver().on_shutdown
+async def _slow_shutdown():  # runs before the plugin's own (NoneBot runs them in reverse)
+    _report.send("shutdown hook running")
+    await asyncio.sleep(0.5)
+    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+"""
+
+_LATE_READY_HOOK = """\
+import asyncio
+import os
+
+from nonebot import get_driver, require
+
+require("nonebot_plugin_liteyuki_comm")
+from liteyuki.comm import Channel  # noqa: E402
+
+_report = Channel(os.environ["NB_REPORT"])
+driver = get_driver()
+
+
+async def _slow_ready():
+    _report.send("ready hook running")
+    await asyncio.sleep(1.5)
+
+
+@driver.on_startup
+async def _adds_a_ready_hook():  # what Adapter.on_ready does for an adapter started late
+    driver._lifespan.on_ready(_slow_ready)
+
+
+@driver.on_shutdown
 async def _shutdown():
     with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
         log.write(f"{os.getpid()}\\n")
@@ -110,6 +168,41 @@ def test_a_restart_during_a_startup_hook_waits_for_the_startup_and_runs_the_shut
     assert reports.receive(timeout=30) == "startup hook running"  # the successor starts
     out = capfd.readouterr().out
     assert "crashed" not in out and "cancel scope" not in out and "did not stop in time" not in out
+
+
+@pytest.mark.timeout(90)
+def test_a_ready_hook_added_during_the_startup_is_waited_for_too(host, tmp_path, monkeypatch, reports, capfd):
+    """Our hook that ends the startup is added first thing at startup, so it runs after every
+    ready hook known then; one added later (Adapter.on_ready) ran after it, and a stop then
+    failed the child as in the startup (3 of 3 in a hostile script)."""
+    name = unique("nb")
+    bot = nonebot_child(host, tmp_path / "project", monkeypatch, name, {"late": _LATE_READY_HOOK})
+    assert reports.receive(timeout=30) == "ready hook running"
+    old = bot.process_manager.pid(name)
+    bot.restart_process(name)
+    assert bot.process_manager.status()[0].last_exit_code == 0
+    assert (tmp_path / "shutdowns").read_text().split() == [str(old)]
+    out = capfd.readouterr().out
+    assert "crashed" not in out and "cancel scope" not in out, out[-2000:]
+
+
+@pytest.mark.timeout(90)
+def test_a_ctrl_c_that_reaches_a_stopping_nonebot_child_is_the_same_stop(host, tmp_path, monkeypatch, reports, capfd):
+    """Ctrl+C reaches a child twice, as the terminal's SIGINT and as the host's request; when
+    the request came first (a busy loop handles the signal later), NoneBot took the SIGINT for
+    a second Ctrl+C and force-quit: shutdown hooks cut, exit code 1 (3 of 4 runs)."""
+    name = unique("nb")
+    bot = nonebot_child(host, tmp_path / "project", monkeypatch, name, {"slow": _SLOW_SHUTDOWN})
+    _, old = reports.receive(timeout=30)
+    restart = threading.Thread(target=bot.restart_process, args=(name,))
+    restart.start()
+    assert reports.receive(timeout=30) == "shutdown hook running"  # the host's request came first
+    os.kill(old, signal.SIGINT)  # the terminal's, late
+    restart.join(30)
+    assert bot.process_manager.status()[0].last_exit_code == 0
+    assert (tmp_path / "shutdowns").read_text().split() == [str(old)]  # the hook was not cut
+    out = capfd.readouterr().out
+    assert "crashed" not in out and "cancel scope" not in out, out[-2000:]
 
 
 @pytest.mark.timeout(90)

@@ -328,7 +328,7 @@ def _on_host_lost(error: BaseException | None) -> None:
 
 _interrupted_at = -1.0
 # A stop signal this soon after the last one is the same stop (see _stop_signal).
-_SAME_STOP = 1.0
+SAME_STOP = 1.0
 
 
 def stop_asked() -> bool:
@@ -351,7 +351,7 @@ def _stop_signal(signum: int, frame: Any) -> None:
     import time
 
     now = time.monotonic()
-    if _interrupted_at >= 0 and now - _interrupted_at < _SAME_STOP:
+    if _interrupted_at >= 0 and now - _interrupted_at < SAME_STOP:
         return
     _interrupted_at = now
     raise KeyboardInterrupt
