@@ -174,22 +174,38 @@ def test_a_host_callback_that_calls_sys_exit_is_logged_and_the_host_goes_on(host
     assert "SystemExit: 3" in out.out + out.err
 
 
-def test_a_keyboard_interrupt_leaves_a_callback_only_on_the_main_thread():
-    """On the main thread, while Python's own handler takes SIGINT (as in this pytest process),
-    a KeyboardInterrupt may be a real Ctrl+C: it must stop the process, not be logged as a
-    callback's failure. (Where a loop takes the signals, see test_a_callback_that_calls_sys_exit….)"""
+def test_a_keyboard_interrupt_leaves_a_callback_only_where_a_signal_raises_one():
+    """On the main thread, while a handler that raises KeyboardInterrupt takes SIGINT (Python's
+    own), a KeyboardInterrupt may be a real Ctrl+C: it must stop the process, not be logged as a
+    callback's failure. Where no handler raises one (SIGINT ignored, as in a process started in
+    the background; a loop that takes the signals) and off the main thread, it is the callback's
+    own: logged. (The loops: see test_a_callback_that_calls_sys_exit….)"""
+    import signal
+
     from liteyuki.comm._dispatch import dispatcher
 
     def interrupt(_: Any) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        dispatcher.call(interrupt, None, "callback on purpose")
-    returned: list[Any] = []
-    worker = threading.Thread(target=lambda: returned.append(dispatcher.call(interrupt, None, "callback on purpose")))
-    worker.start()
-    worker.join(10)
-    assert returned == [None]  # logged, and the thread goes on
+    def call() -> Any:
+        return dispatcher.call(interrupt, None, "callback on purpose")
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        returned: list[Any] = []
+        worker = threading.Thread(target=lambda: returned.append(call()))
+        worker.start()
+        worker.join(10)
+        assert returned == [None]  # logged, and the thread goes on
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert call() is None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def test_messages_sent_before_the_child_registers_its_callback_arrive(host):
