@@ -14,56 +14,8 @@ from liteyuki.comm import Channel, get_channel, set_channel
 from .conftest import unique
 from .nonebot_project import nonebot_child
 
-_SLOW_STARTUP = """\
-import asyncio
-import os
-
-from nonebot import get_driver, require
-
-require("nonebot_plugin_liteyuki_comm")
-from liteyuki.comm import Channel  # noqa: E402
-
-_report = Channel(os.environ["NB_REPORT"])
-
-
-@get_driver().on_startup
-async def _slow():  # a later startup hook: a database that takes its time to connect
-    _report.send("startup hook running")
-    await asyncio.sleep(1.5)
-
-
-@get_driver().on_shutdown
-async def _shutdown():
-    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
-        log.write(f"{os.getpid()}\\n")
-"""
-
-_SLOW_SHUTDOWN = """\
-import asyncio
-import os
-
-from nonebot import get_driver, require
-
-require("nonebot_plugin_liteyuki_comm")
-from liteyuki.comm import Channel  # noqa: E402
-
-_report = Channel(os.environ["NB_REPORT"])
-
-
-@get_driver().on_startup
-async def _started():
-    _report.send(("started", os.getpid()))
-
-
-@get_driver().on_shutdown
-async def _slow_shutdown():  # runs before the plugin's own (NoneBot runs them in reverse)
-    _report.send("shutdown hook running")
-    await asyncio.sleep(0.5)
-    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
-        log.write(f"{os.getpid()}\\n")
-"""
-
-_LATE_READY_HOOK = """\
+# What every plugin below starts with, and a shutdown hook that logs its process id.
+_HEAD = """\
 import asyncio
 import os
 
@@ -76,6 +28,45 @@ _report = Channel(os.environ["NB_REPORT"])
 driver = get_driver()
 
 
+def log_shutdown():
+    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+"""
+
+_SLOW_STARTUP = (
+    _HEAD
+    + """
+@driver.on_startup
+async def _slow():  # a later startup hook: a database that takes its time to connect
+    _report.send("startup hook running")
+    await asyncio.sleep(1.5)
+
+
+@driver.on_shutdown
+async def _shutdown():
+    log_shutdown()
+"""
+)
+
+_SLOW_SHUTDOWN = (
+    _HEAD
+    + """
+@driver.on_startup
+async def _started():
+    _report.send(("started", os.getpid()))
+
+
+@driver.on_shutdown
+async def _slow_shutdown():  # runs before the plugin's own (NoneBot runs them in reverse)
+    _report.send("shutdown hook running")
+    await asyncio.sleep(0.5)
+    log_shutdown()
+"""
+)
+
+_LATE_READY_HOOK = (
+    _HEAD
+    + """
 async def _slow_ready():
     _report.send("ready hook running")
     await asyncio.sleep(1.5)
@@ -88,45 +79,30 @@ async def _adds_a_ready_hook():  # what Adapter.on_ready does for an adapter sta
 
 @driver.on_shutdown
 async def _shutdown():
-    with open(os.environ["NB_SHUTDOWN_LOG"], "a") as log:
-        log.write(f"{os.getpid()}\\n")
+    log_shutdown()
 """
+)
 
-_HUNG_STARTUP = """\
-import asyncio
-import os
-
-from nonebot import get_driver, require
-
-require("nonebot_plugin_liteyuki_comm")
-from liteyuki.comm import Channel  # noqa: E402
-
-_report = Channel(os.environ["NB_REPORT"])
-
-
-@get_driver().on_startup
+_HUNG_STARTUP = (
+    _HEAD
+    + """
+@driver.on_startup
 async def _never_ends():
     _report.send("startup hook running")
     await asyncio.Event().wait()
 """
+)
 
-_INTERRUPTING_CALLBACK = """\
-import os
-
-from nonebot import require
-
-require("nonebot_plugin_liteyuki_comm")
-from liteyuki.comm import Channel  # noqa: E402
-
-_report = Channel(os.environ["NB_REPORT"])
-
-
+_INTERRUPTING_CALLBACK = (
+    _HEAD
+    + """
 @Channel(os.environ["NB_INBOX"]).on_receive()
 def answer(message):
     if message == "interrupt":
         raise KeyboardInterrupt  # on NoneBot's loop, on the main thread
     _report.send(("served", message, os.getpid()))
 """
+)
 
 _CARELESS_IMPORT = """\
 import os
