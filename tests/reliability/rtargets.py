@@ -249,8 +249,11 @@ def big_exchange(threads: int, count: int, size: int) -> None:
     def send(tid: int) -> None:
         for i in range(count):
             data = blob(tid, i, size)
-            active_channel.send((tid, i, hashlib.sha256(data).digest(), data))
+            # Stored first: the set is acknowledged, so once the host has the message it has the
+            # value. (The other way round, the host could read the key between the two: once in
+            # six whole-suite runs, on Python 3.13, it saw the value before the last.)
             shared_memory.set(f"big-{pid}-{tid}", (i, data))
+            active_channel.send((tid, i, hashlib.sha256(data).digest(), data))
 
     workers = [threading.Thread(target=send, args=(tid,)) for tid in range(threads)]
     for w in workers:
