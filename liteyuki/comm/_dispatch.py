@@ -77,14 +77,11 @@ def stops_the_process(exc: BaseException) -> bool:
         return False
     import signal  # (imported by every process's start-up already)
 
-    return any(_interrupts(signal.getsignal(signum)) for signum in (signal.SIGINT, signal.SIGTERM))
-
-
-def _interrupts(handler: Any) -> bool:
-    """Whether a signal handler raises ``KeyboardInterrupt`` (Python's own, or the child's stop)."""
-    import signal
-
-    return handler is signal.default_int_handler or getattr(handler, "raises_keyboard_interrupt", False) is True
+    # Python's own handler, or the child's stop (_child._stop_signal, marked so).
+    return any(
+        handler is signal.default_int_handler or getattr(handler, "raises_keyboard_interrupt", False) is True
+        for handler in map(signal.getsignal, (signal.SIGINT, signal.SIGTERM))
+    )
 
 
 async def contained(awaitable: Awaitable[Any], label: str) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "RuntimeBase",
     "Writer",
     "call_in_loop",
+    "callbacks_done",
     "channel_status",
     "check_name",
     "check_storage",
@@ -122,10 +123,16 @@ CALLBACKS_END = 2.0  # at a clean stop, how long the callbacks in flight may tak
 
 async def end_callbacks(wait: float = CALLBACKS_END) -> None:
     """A clean stop, on the loop that runs the passive callbacks: close the receiving ends
-    (``close_receiving_ends``), then let the tasks async callbacks left finish, up to ``wait`` s."""
+    (``close_receiving_ends``), then let the callbacks in flight finish (``callbacks_done``)."""
+    close_receiving_ends()
+    await callbacks_done(wait)
+
+
+async def callbacks_done(wait: float = CALLBACKS_END) -> None:
+    """On the loop that runs the passive callbacks: wait, up to ``wait`` s, for the tasks async
+    callbacks left (the sync callback running now has returned once this runs)."""
     import asyncio
 
-    close_receiving_ends()
     tasks = [task for task in dispatcher.tasks if not task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=wait)

@@ -298,7 +298,8 @@ def _end_callbacks(wait: float) -> None:
     import asyncio
 
     try:
-        asyncio.run_coroutine_threadsafe(lowlevel.end_callbacks(wait), loop).result(wait)
+        # (the ends are closed above, at once: a drain stops after the callback running now)
+        asyncio.run_coroutine_threadsafe(lowlevel.callbacks_done(wait), loop).result(wait)
     except Exception:  # the wait ran out, or the loop stopped under us: go on with the exit
         pass
 

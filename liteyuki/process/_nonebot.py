@@ -226,11 +226,10 @@ def _exit_after_startup(driver: Any, exit_driver: Callable[..., None]) -> None:
     after ``stop_grace``, a second Ctrl+C).
     """
     started = False
-    first: float | None = None  # when the first exit was asked for
-    pending = False
+    first: float | None = None  # when the first exit was asked for (before the end of startup: pending)
 
     def exit_once_started(force: bool = False) -> None:
-        nonlocal first, pending
+        nonlocal first
         now = time.monotonic()
         if first is None:
             first = now
@@ -241,8 +240,6 @@ def _exit_after_startup(driver: Any, exit_driver: Callable[..., None]) -> None:
             force = False  # the same stop, told twice
         if started or force:
             exit_driver(force)
-        else:
-            pending = True
 
     lifespan = getattr(driver, "_lifespan", None)
     on_ready = getattr(lifespan, "on_ready", None)
@@ -256,7 +253,7 @@ def _exit_after_startup(driver: Any, exit_driver: Callable[..., None]) -> None:
             on_ready(_started)  # NoneBot's loop over the list reaches us again, after it
             return
         started = True
-        if pending:  # after this hook, once the driver waits for its exit: not inside its startup
+        if first is not None:  # after this hook, once the driver waits for its exit: not inside its startup
             asyncio.get_running_loop().call_soon(exit_driver, False)
 
     driver.exit = exit_once_started
