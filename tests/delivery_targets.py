@@ -603,6 +603,21 @@ def closes_and_dies(report: str) -> None:
     threading.Event().wait()
 
 
+def sends_closes_and_dies(report: str, count: int, size: int) -> None:
+    """On "go": sends ``count`` messages of ``size`` bytes on ``report`` (the writer holds
+    megabytes of them), closes its passive end and exits at once (os._exit)."""
+    out = get_channel(report)
+
+    @passive_channel.on_receive()
+    def work(message: Any) -> None:
+        for i in range(count):
+            out.send((i, b"x" * size), timeout=30)
+        passive_channel.close()
+        os._exit(3)
+
+    threading.Event().wait()
+
+
 def lanes_over_the_cap(name: str, key: str, threads: int, calls: int) -> None:
     """``threads`` threads (more than the lane cap), thread ``i`` making ``calls + i``
     ``shared_memory.incr`` (so they end one by one); those over the cap take the lanes of

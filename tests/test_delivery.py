@@ -944,6 +944,21 @@ def test_a_child_that_closes_its_end_and_dies_at_once_loses_nothing_it_gave_back
 
 
 @pytest.mark.timeout(60)
+def test_what_a_process_sent_before_it_closed_an_end_and_died_at_once_is_delivered(host):
+    """close() returns once everything the process queued before it is on the socket. It
+    waited only when it gave messages back: a callback that sent, closed an end with nothing
+    to give back and called os._exit lost what its writer still held (found as a rare loss in
+    the test above, where a batch ended at "die")."""
+    name, report = unique(), unique("report")
+    set_channel(report, Channel(report))
+    host({name: (dt.sends_closes_and_dies, (report, 64, 256 * 1024))}, restart_backoff=0.1)
+    get_channel(f"{name}-passive").send("go")
+    out = get_channel(report)
+    got = [out.receive(timeout=20)[0] for _ in range(64)]
+    assert got == list(range(64))
+
+
+@pytest.mark.timeout(60)
 def test_a_callback_that_exits_under_its_own_send_backlog_runs_once(host, tmp_path):
     """The report a passive end writes before its callbacks run sat behind the child's own
     backlog of sends (300 MB once: nothing bounded a sync sender in a child), and died with

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # imported where used: a plain child that never awaits does n
 
 __all__ = ["ChildRuntime"]
 
-# How long an urgent frame (a passive end's consumption report, close()'s returned messages)
+# How long an urgent frame (a passive end's consumption report, close()'s withdrawal)
 # waits to reach the socket: only this process's own backlog is ahead of it, and a sync
 # sender keeps that near the writer's high-water mark (4 MiB: milliseconds to write).
 _URGENT_WAIT = 1.0
@@ -231,12 +231,12 @@ class ChildRuntime(RuntimeBase):
                 self._withdrawing[name] += 1
             for payload in returned or ():
                 self.writer.put((encode(Kind.RETURN, name, payload),))
-            # Written now, not after the coalescing window; and what it gives back is on the
-            # socket before close() returns: a process that dies right after close() took them
-            # with it (2 runs in 6 of the test).
+            # Written now, not after the coalescing window, and close() returns once it is on
+            # the socket, with all this process queued before it: a process that dies right
+            # after close() took what it gave back with it (2 runs in 6 of the test), and the
+            # messages its callbacks had sent just before (a batch ending at the fatal one).
             mark = self.writer.put((encode(Kind.WITHDRAW, name, b"", consumed),), urgent=True)
-            if returned:
-                self.writer.wait_sent(mark, _URGENT_WAIT)
+            self.writer.wait_sent(mark, _URGENT_WAIT)
         # The channel's credit and cached header go with its last end: names made per request
         # would otherwise pile up here (a sender of the name makes them again when it sends).
         credit = self._credits.get(name)
