@@ -56,6 +56,20 @@ def burst_sender(name: str, start: int, count: int) -> None:
     threading.Event().wait()
 
 
+def bursts_to_each(names: list[str], count: int) -> None:
+    """On "go": sends 0..count-1 on each of ``names`` in turn, then says so."""
+
+    @passive_channel.on_receive()
+    def on_command(cmd: Any) -> None:
+        channels = [get_channel(name) for name in names]
+        for i in range(count):
+            for chan in channels:
+                chan.send(i)
+        active_channel.send(("sent", os.getpid()))
+
+    threading.Event().wait()
+
+
 def closing_receiver(name: str, report: str, take: int) -> None:
     """Receives ``take`` messages on ``name`` (reporting them), then closes its end while more
     are buffered, and says so."""

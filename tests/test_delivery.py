@@ -888,6 +888,48 @@ def test_a_backlog_of_callbacks_lets_a_task_on_the_same_loop_run_at_every_slice(
     assert max(between[1:-1]) <= 20, between  # ~10 callbacks (one slice) between two ticks
 
 
+def test_backlogs_on_several_channels_share_one_slice_of_their_loop(host):
+    """Each drain yielded after its own 50 ms, so a loop with K backlogged channels ran K
+    slices back to back before a task sleeping on a timer got a turn (a 5 ms ticker waited
+    766 ms with 8 channels in a hostile script). The ends on a loop now share the slice."""
+    sinks, sender, n = [unique("sink") for _ in range(4)], unique("s"), 40
+    events: list[str] = []
+    all_sent, done = threading.Event(), threading.Event()
+    handled: Counter[int] = Counter()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            await asyncio.sleep(0.002)
+            events.append("tick")
+
+    def work(message: int) -> None:  # on the host's loop: 5 ms holding it
+        if not handled:  # the first holds the loop until all four channels are backlogged
+            assert all_sent.wait(20)
+            asyncio.get_running_loop().create_task(ticker())
+        until = time.perf_counter() + 0.005
+        while time.perf_counter() < until:
+            pass
+        events.append("callback")
+        handled[message] += 1
+        if sum(handled.values()) == 4 * n:
+            done.set()
+
+    bot = host({sender: (dt.bursts_to_each, (sinks, n))})
+    for sink in sinks:
+        Channel(sink).on_receive()(work)
+    get_channel(f"{sender}-passive").send("go")
+    assert get_channel(f"{sender}-active").receive(timeout=30) == ("sent", bot.process_manager.pid(sender))
+    all_sent.set()
+    assert done.wait(30)
+    assert handled == Counter({i: 4 for i in range(n)})
+    between = [len(run.split()) for run in " ".join(events).split("tick")][1:-1]  # callbacks between ticks
+    # One slice of 50 ms (~10 callbacks) between two ticks; 40 when each channel took a
+    # slice of its own. Once, the first turn that finds them backlogged: 50 + 25 + 17 + 12 ms.
+    assert len(between) >= 8, between
+    assert sorted(between)[-2] <= 20, between
+    assert max(between) <= 30, between
+
+
 @pytest.mark.timeout(60)
 def test_a_clean_stop_waits_for_a_hung_callback_only_so_long(host):
     # The wait for the running callback is bounded: the child leaves by itself (exit code

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from . import _context
+from . import _context, _slices
 from ._context import current
 from ._dispatch import dispatcher, is_awaitable, stops_the_process
 from ._errors import (
@@ -66,11 +66,6 @@ _REPORT_EVERY = 64
 # slow callbacks' messages; a report per message cost ~3x the throughput of fast ones.)
 _ANNOUNCE_MAX = 32
 _QUICK_CHUNK = 0.001
-_SLICE = 0.05  # a drain that ran this long lets its loop run other work before the next chunk
-# ... for this long: the drain's next slice waits on a timer, not in the ready queue. (Queued
-# with call_soon, it ran again before the work it had made wait, and before each step that
-# work then scheduled: a task sleeping on a timer got a turn every third slice, ~165 ms.)
-_YIELD = 0.001
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
@@ -147,6 +142,7 @@ class _EndState:
 
     __slots__ = (
         "async_waiters",
+        "backlogged",
         "buffer",
         "callbacks",
         "capacity",
@@ -184,6 +180,7 @@ class _EndState:
         self.mode: str | None = None
         self.callbacks: list[tuple[Callback, FilterFunc | None]] = []
         self.scheduled = False
+        self.backlogged: Any = None  # the loop that counts this end backlogged (see _slices)
         self.closed = False
         self.declared = False
         self.generation = 0  # bumped by release(): wakes blocked receivers with an error
@@ -256,9 +253,8 @@ class _EndState:
         """Passive mode, on the dispatch loop: run the callbacks for everything buffered."""
         with self.lock:
             self.scheduled = False
-            if self.closed:
-                return  # what is buffered goes back to the channel
-            if not self.buffer:
+            if self.closed or not self.buffer:  # (closed: what is buffered goes back to the channel)
+                self._backlog_done()
                 return
             batch = self.running = self.buffer
             self.buffer = collections.deque()
@@ -270,6 +266,8 @@ class _EndState:
         chunk = self.chunk  # (kept from the last batch: fast traffic comes in many small batches)
         began = 0.0
         started = time.perf_counter()
+        loop = running_loop()  # (the dispatch loop: drain runs on it)
+        share = _slices.share(loop, self.backlogged is loop) if loop is not None else _slices.SLICE
         tasks: list[Any] = []  # tasks the chunk's async callbacks left to run
         earlier, self.tasks = self.tasks, None
         if earlier is not None:  # the last chunk's tasks had a turn: done, or slow (awaiting)
@@ -290,12 +288,16 @@ class _EndState:
                 now = time.perf_counter()
                 if began:
                     chunk = min(2 * chunk, _ANNOUNCE_MAX) if now - began < _QUICK_CHUNK else 1
-                    if now - started > _SLICE and batch:
+                    if now - started > share and batch:
                         # The loop's other work gets a turn between chunks: a backlog of sync
                         # callbacks held NoneBot's loop, or an async target's, for seconds, and
                         # a stop (the target's task cancelled) waited behind it until its grace ran out.
                         self.chunk = chunk
-                        self._resume_later(batch, _YIELD)
+                        if loop is not None and self.backlogged is not loop:
+                            self._backlog_done()  # (counted on a loop that has since stopped)
+                            _slices.count(loop)
+                            self.backlogged = loop
+                        self._resume_later(batch, pause=True)
                         break
                 began = now
                 # Reported a chunk at a time just before it runs, and written now rather than
@@ -327,19 +329,26 @@ class _EndState:
                     tasks.append(task)
         if self.tasks is None:
             self.chunk = chunk if time.perf_counter() - began < _QUICK_CHUNK else 1
+        if not batch:
+            self._backlog_done()
         # (an empty deque holds a 0.5 KB block: 1,000 channels, row 7b)
         with self.lock:
             self.running = self.ready = None
 
-    def _resume_later(self, batch: collections.deque[bytes], pause: float = 0.0) -> None:
+    def _backlog_done(self) -> None:
+        loop, self.backlogged = self.backlogged, None
+        if loop is not None:
+            _slices.uncount(loop)
+
+    def _resume_later(self, batch: collections.deque[bytes], pause: bool = False) -> None:
         """Put the rest of a batch back in front of the buffer and drain again after the tasks
-        already scheduled, or ``pause`` s from now (the ledger still holds these: they were
-        never reported)."""
+        already scheduled, or (``pause``) once the loop has had its turn (the ledger still
+        holds these: they were never reported)."""
         with self.lock:
             if not batch or self.closed:
                 return
             # The rest of the batch becomes the buffer (older first), its deque not copied: a
-            # drain slices a deep batch (up to buffer_size) every _SLICE. (The drain that calls
+            # drain slices a deep batch (up to buffer_size) every slice. (The drain that calls
             # this stops at once and never touches the batch again.)
             if self.running is batch:
                 self.running = None
@@ -351,7 +360,7 @@ class _EndState:
                 if loop is None:
                     dispatcher.submit(self.drain)
                 elif pause:
-                    loop.call_later(pause, self.drain)
+                    _slices.pause(loop, self.drain)
                 else:
                     loop.call_soon(self.drain)
 
