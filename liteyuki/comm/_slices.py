@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # (a plain child imports this module: typing stays out of it)
+if TYPE_CHECKING:
+    from typing import Any
 
 SLICE = 0.05  # what the backlogged drains of one loop run, together, between two turns of the loop
 # The pause is a timer, not a place in the ready queue: queued with call_soon, a drain ran
