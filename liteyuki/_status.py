@@ -63,11 +63,24 @@ class ChannelStatus:
 
 @dataclass(frozen=True)
 class StoreStatus:
-    keys: int
-    bytes: int
+    """Keys and bytes of the shared memory. On Redis: counted in the host's namespace
+    (``backend`` names the server, password hidden); ``None`` and ``error`` when the
+    server did not answer, a lower bound and ``error`` when counting took too long."""
+
+    keys: int | None
+    bytes: int | None
+    backend: str = "memory"
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def format(self) -> str:
+        where = "store" if self.backend == "memory" else f"store ({self.backend})"
+        if self.keys is None or self.bytes is None:
+            return f"{where}: not counted ({self.error})"
+        line = f"{where}: {self.keys} keys, {_size(self.bytes)}"
+        return line if self.error is None else f"{line} ({self.error})"
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ class Status:
                 f"  {c.name}: buffered {ends}; waiting in host {c.waiting}; receivers {receivers}; "
                 f"outbox {_size(c.outbox_bytes)}{credit}"
             )
-        lines.append(f"store: {self.store.keys} keys, {_size(self.store.bytes)}")
+        lines.append(self.store.format())
         return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import liteyuki
 from liteyuki import LiteyukiBot
 from liteyuki.comm import Channel, CommTimeoutError, StorageUnavailableError, get_channel
 from liteyuki.comm.storage import shared_memory
@@ -84,6 +85,11 @@ def test_unreachable_redis_at_start_the_host_starts_and_storage_calls_fail_clear
     assert type(error) is StorageUnavailableError and "is unavailable (incr)" in str(error)
     assert isinstance(error, ConnectionError)
     assert ask(name, "echo", "still serving") == "still serving"  # channels do not need Redis
+    status = liteyuki.status()  # comes all the same, with what kept the store from being counted
+    assert status.store.keys is None and status.store.bytes is None and status.store.backend == url
+    assert status.store.error and f"store ({url}): not counted (" in status.format()
+    from_child = ask(name, "status")["store"]
+    assert from_child["keys"] is None and from_child["backend"] == url and from_child["error"]
 
 
 def poll(action: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -52,6 +52,25 @@ def test_set_get_and_snapshot_in_host_and_child(backend):
     assert shared_memory.get(key) == [1, 2, 3]
 
 
+def test_the_status_counts_the_store_in_the_host_and_a_child(backend):
+    """On Redis the status failed: bot.status() raised AttributeError (it read the memory
+    store's lock), SIGUSR1 logged a traceback, and a child's status() timed out after 10 s."""
+    import liteyuki
+    from liteyuki import Status
+
+    shared_memory.set(unique("status"), "v" * 100)
+    store = liteyuki.status().store
+    assert store.keys is not None and store.keys >= 1 and store.bytes is not None and store.bytes >= 100
+    assert store.error is None
+    if backend == "redis":
+        assert store.backend.startswith("redis://127.0.0.1:") and store.backend.endswith("/3")
+        assert f"store ({store.backend}): {store.keys} keys" in liteyuki.status().format()
+    else:
+        assert store.backend == "memory" and f"store: {store.keys} keys" in liteyuki.status().format()
+    from_child = Status.from_dict(ask(CHILD, "status")).store
+    assert from_child.backend == store.backend and from_child.keys is not None and from_child.keys >= 1
+
+
 def test_keys_of_every_common_type_come_back_with_their_type(backend):
     tag = unique("t")
     keys = [f"{tag}-ключ", 10**30 + len(tag), -7 - len(tag), tag.encode(), (tag, 1, None), f"{tag}\udcff"]

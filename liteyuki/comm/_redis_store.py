@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import pickle
+import time
 import weakref
 from collections.abc import Generator
 from typing import Any, NoReturn
@@ -61,6 +62,7 @@ __all__ = ["RedisStore"]
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _INT64 = range(-(2**63), 2**63)
 _SCAN_COUNT = 500
+_USAGE_LIMIT = 1.0  # how long the status may take counting the namespace (it may run on the host's loop)
 _MAX_ATTEMPTS = 10_000  # optimistic retries of one slow-path incr or compare_and_set
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -534,6 +536,35 @@ class RedisStore:
             names.update(dict.fromkeys(batch))
             if int(cursor) == 0:
                 return list(names)
+
+    def usage(self, limit: float = _USAGE_LIMIT) -> dict[str, Any]:
+        """Keys and bytes this namespace holds (for the status): ``SCAN``, then ``STRLEN`` in
+        pipelines, within ``limit`` s. Never raises: a server that does not answer gives
+        ``None`` and the error; a namespace too large to count in time, a lower bound."""
+        where = self.settings.where
+        deadline = time.monotonic() + limit
+        keys = size = 0
+        seen: set[bytes] = set()  # SCAN may return a key twice
+        try:
+            client = self._timed.get(limit)
+            cursor = 0
+            while True:
+                cursor, batch = client.execute_command("SCAN", cursor, "MATCH", self.keys.pattern, "COUNT", _SCAN_COUNT)
+                names = [name for name in batch if name not in seen]
+                seen.update(names)
+                if names:
+                    pipe = client.pipeline(transaction=False)
+                    for name in names:
+                        pipe.strlen(name)
+                    lengths = [n for n in pipe.execute() if n]  # 0: expired since the SCAN
+                    keys += len(lengths)
+                    size += sum(lengths)
+                if int(cursor) == 0:
+                    return {"keys": keys, "bytes": size, "backend": where}
+                if time.monotonic() > deadline:
+                    return {"keys": keys, "bytes": size, "backend": where, "error": f"more than counted in {limit} s"}
+        except Exception as exc:  # the status must come, Redis or not
+            return {"keys": None, "bytes": None, "backend": where, "error": safe_repr(exc, 200)}
 
     def _get_all(self) -> Plan:
         names = yield from self._scan()

@@ -194,11 +194,14 @@ def channel_status() -> list[dict[str, Any]]:
 
 def store_status() -> dict[str, Any]:
     """``{"keys": n, "bytes": pickled size of the values}`` of the store this process owns
-    (the host's, or a standalone process's); ``{}`` in a child (the store lives in the host)."""
+    (the host's, or a standalone process's); ``{}`` in a child (the store lives in the host).
+    On Redis, the host's namespace there, counted within a second (see ``StoreStatus``)."""
     runtime = current()
     if _hub_of(runtime) is None:
         return {}
     store = runtime.store
+    if runtime.store_backend is not None:
+        return dict(store.usage())
     with store._lock:
         now = store._clock()
         live = [v for k, v in store._data.items() if store._expiry.get(k, now + 1) > now]
