@@ -71,6 +71,18 @@ def test_the_status_counts_the_store_in_the_host_and_a_child(backend):
     assert from_child.backend == store.backend and from_child.keys is not None and from_child.keys >= 1
 
 
+def test_incr_by_an_int_too_large_for_a_float_is_exact(backend):
+    """It was refused as "amount must be a finite number" (a float conversion overflowed),
+    though every int is finite and the README says the add is exact for any int."""
+    key = unique("huge")
+    assert shared_memory.incr(key, 10**400) == 10**400
+    assert ask(CHILD, "call", "incr", key, -(10**400) + 5) == 5
+    assert shared_memory.get(key) == 5
+    with pytest.raises(ValueError, match="amount must be a finite number"):
+        shared_memory.incr(key, float("inf"))
+    assert shared_memory.get(key) == 5
+
+
 def test_keys_of_every_common_type_come_back_with_their_type(backend):
     tag = unique("t")
     keys = [f"{tag}-ключ", 10**30 + len(tag), -7 - len(tag), tag.encode(), (tag, 1, None), f"{tag}\udcff"]

@@ -151,7 +151,8 @@ def _incr(key: Any, amount: Any) -> Incr:
     # Exactly int or float: the host unpickles the amount, and must not import a subclass.
     if type(amount) not in (int, float):
         raise TypeError(f"amount must be an int or float, got {type_name(amount)}")
-    return Incr(key, check_number(amount, "amount"))
+    # Any int is finite and adds exactly (check_number refused those too large for a float).
+    return Incr(key, amount if type(amount) is int else check_number(amount, "amount"))
 
 
 def _compare_and_set(key: Any, expected: Any, new: Any) -> CompareAndSet:
