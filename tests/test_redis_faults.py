@@ -273,6 +273,36 @@ def test_keys_written_by_other_tools_in_the_namespace_do_not_break_get_all(redis
         shared_memory.get("foreign")
 
 
+def test_two_redis_keys_for_one_python_key_give_one_entry_with_its_own_value(redis_server: RedisServer, host):
+    """A key stored by its pickle before keys were canonical ((ns, 1.0), a frozenset in one
+    order) and the canonical key of today are two Redis keys for one Python key: get_all()
+    paired the first key with the other's value; now one entry, key and value from one Redis
+    key, and a warning names both."""
+    import pickle
+
+    import redis
+
+    from liteyuki.log import logger
+
+    ns = unique("legacy")
+    host(storage=redis_server.url(8), storage_namespace=ns)
+    shared_memory.set(("k", 1), "new")
+    raw = redis.Redis.from_url(redis_server.url(8))
+    raw.set(f"{ns}:kv:p".encode() + pickle.dumps(("k", 1.0), protocol=5), pickle.dumps("old", protocol=5))
+    raw.close()
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
+    try:
+        snapshot = shared_memory.get_all()
+    finally:
+        logger.remove(sink)
+    assert len(snapshot) == 1
+    ((key, value),) = snapshot.items()
+    assert (type(key[1]), value) in ((int, "new"), (float, "old")), snapshot
+    assert any("hold keys equal in Python" in line for line in warnings), warnings
+    assert shared_memory.get(("k", 1.0)) == "new"  # get() reaches the canonical key
+
+
 def test_rediss_with_a_ca_in_the_url_works_and_without_it_is_a_clear_error(tmp_path, host):
     from .redis_server import make_tls_files
 

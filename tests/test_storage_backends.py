@@ -9,7 +9,11 @@ import asyncio
 import signal
 import sys
 import threading
+from collections import namedtuple
 from collections.abc import Iterator
+from decimal import Decimal
+from enum import IntEnum
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -81,6 +85,45 @@ def test_incr_by_an_int_too_large_for_a_float_is_exact(backend):
     with pytest.raises(ValueError, match="amount must be a finite number"):
         shared_memory.incr(key, float("inf"))
     assert shared_memory.get(key) == 5
+
+
+class Color(IntEnum):
+    RED = 1
+
+
+class Label(str):
+    pass
+
+
+Point = namedtuple("Point", "x y")
+
+
+def test_keys_a_dict_takes_for_one_are_one_entry(backend):
+    """On Redis each of these was a key of its own (its pickle): get() of an equal key missed
+    the entry, and get_all() collapsed them, pairing a key with another key's value."""
+    tag = unique("eq")
+    s = "ab" * 3 + tag
+    groups = [
+        ((tag, 1), (tag, 1.0), (tag, True), (tag, 1 + 0j), (tag, Fraction(1)), (tag, Color.RED)),
+        (frozenset([tag, 1, 9]), frozenset([9, 1, tag]), frozenset([9.0, True, tag])),
+        (Label(tag + "-label"), tag + "-label"),
+        (Point(tag, "nt"), (tag, "nt")),
+        ((tag, "dec", Decimal("0.5")), (tag, "dec", 0.5), (tag, "dec", Fraction(1, 2))),
+        ((tag, "zero", -0.0), (tag, "zero", 0)),
+        ((s, s), (s[:1] + s[1:], s)),  # one string object twice, then two equal ones
+        ((tag, (frozenset([2, 10]), 3.0)), (tag, (frozenset([10.0, 2]), 3))),
+    ]
+    for i, group in enumerate(groups):
+        for j, key in enumerate(group):
+            shared_memory.set(key, (i, j))
+        for key in group:
+            assert shared_memory.get(key) == (i, len(group) - 1), (i, key)
+    assert ask(CHILD, "get", frozenset([1, 9, tag])) == (1, 2)  # built in another process
+    assert ask(CHILD, "get", (tag, 1.0)) == (0, 5)
+    mine = {key: value for key, value in shared_memory.get_all().items() if tag in repr(key)}
+    assert sorted(mine.values()) == [(i, len(group) - 1) for i, group in enumerate(groups)]
+    for key, (i, _) in mine.items():
+        assert key == groups[i][0], (key, i)  # each key with its own value
 
 
 def test_keys_of_every_common_type_come_back_with_their_type(backend):

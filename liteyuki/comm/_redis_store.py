@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import numbers
 import pickle
 import time
 import weakref
@@ -181,25 +183,84 @@ _INT_AS_TEXT = 13_000
 
 
 def _canonical(key: Any) -> Any:
-    """One key per class of equal builtin numbers, as a dict has one: ``True``, ``1.0`` and
-    ``1+0j`` are the key ``1``, ``-0.0`` is ``0``. They were distinct Redis keys (a pickle each),
-    so ``set(1.0, x)`` did not overwrite key ``1`` and ``get_all()`` collapsed them into one
-    entry with another key's value.
+    """One Redis key per class of keys a dict takes for one: ``True``, ``1.0``, ``1+0j``,
+    ``Fraction(1)`` and an ``IntEnum`` of value 1 are the key ``1``; ``-0.0`` is ``0``; a
+    ``str``, ``bytes`` or ``tuple`` subclass equal to its base value (a namedtuple) is that
+    value; a tuple's items are canonical too; a frozenset is its canonical items in one order
+    (``_FrozenKey``). Each was a Redis key of its own (its pickle): ``get`` of an equal key
+    missed the entry, and ``get_all()`` collapsed them into one, pairing a key with another
+    key's value.
 
     A difference from the memory backend, which keeps the key object inserted first: here
     ``get_all()`` gives the canonical key back (``set(1.0, x)`` then ``get_all()`` is
     ``{1: x}`` where memory has ``{1.0: x}``); ``get``/``set`` of any equal key reach the same
-    entry on both. Only builtin bool/float/complex are folded: an equal key of another type
-    (``Fraction(1)``, an ``IntEnum``, a tuple holding ``1.0``) stays a key of its own, by its pickle.
+    entry on both. A key of another class equal to one of these (a user class with its own
+    ``__eq__``) stays a key of its own, by its pickle.
     """
     kind = type(key)
+    if kind is str or kind is int or kind is bytes or key is None:
+        return key
     if kind is bool:
         return int(key)
-    if kind is complex and key.imag == 0:
-        key, kind = key.real, float
-    if kind is float and key.is_integer():  # -0.0 too; not nan or inf
-        return int(key)
+    if kind is float:
+        return int(key) if key.is_integer() else key  # -0.0 too; not nan or inf
+    if kind is complex:
+        return _canonical(key.real) if key.imag == 0 else key
+    if kind is tuple or (isinstance(key, tuple) and _same(key, tuple(key))):
+        return tuple(map(_canonical, key))
+    if isinstance(key, frozenset) and (kind is frozenset or _same(key, frozenset(key))):
+        return _FrozenKey(sorted(map(_canonical, key), key=_plain_pickle))
+    for base in (str, bytes):
+        if isinstance(key, base):
+            value = base(key)
+            return value if _same(key, value) else key
+    if isinstance(key, numbers.Number):  # Fraction, Decimal, numpy scalars, int and float subclasses
+        for cast in (int, float):
+            try:
+                value = cast(key)
+            except (TypeError, ValueError, OverflowError, ArithmeticError):
+                continue
+            if _same(key, value):
+                return _canonical(value)
     return key
+
+
+def _same(key: Any, value: Any) -> bool:
+    """Whether a dict takes ``key`` and ``value`` for one key."""
+    try:
+        return bool(key == value) and hash(key) == hash(value)
+    except Exception:
+        return False
+
+
+class _FrozenKey(tuple):  # type: ignore[type-arg]
+    """A frozenset key's canonical items, sorted by their pickles: a frozenset pickles its
+    items in its hash table's order, which differs with insertion history (``{1, 9}`` and
+    ``{9, 1}``) and, for strings, between processes."""
+
+    __slots__ = ()
+
+
+def _thaw(key: Any) -> Any:
+    """The key a canonical one stands for (frozensets back from ``_FrozenKey``)."""
+    if type(key) is _FrozenKey:
+        return frozenset(map(_thaw, key))
+    if type(key) is tuple and any(type(item) in (_FrozenKey, tuple) for item in key):
+        return tuple(map(_thaw, key))
+    return key
+
+
+def _plain_pickle(key: Any) -> bytes:
+    """A key's pickle, the same bytes for equal keys: without the memo, which shares an object
+    met twice (``(s, s)`` pickled unlike an equal tuple of two distinct strings)."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=_PROTOCOL)
+    pickler.fast = True  # no memo
+    try:
+        pickler.dump(key)
+    except ValueError:  # a cycle (an object key holding itself): only the memo pickles it
+        return pickle.dumps(key, protocol=_PROTOCOL)
+    return out.getvalue()
 
 
 class _Keys:
@@ -222,7 +283,7 @@ class _Keys:
             return self.prefix + b"i" + str(key).encode()
         elif kind is bytes:
             return self.prefix + b"b" + key
-        return self.prefix + b"p" + pickle.dumps(key, protocol=_PROTOCOL)
+        return self.prefix + b"p" + _plain_pickle(key)
 
     def decode(self, name: bytes) -> Any:
         tag, body = name[len(self.prefix) : len(self.prefix) + 1], name[len(self.prefix) + 1 :]
@@ -233,7 +294,7 @@ class _Keys:
         if tag == b"b":
             return bytes(body)
         if tag == b"p":
-            return pickle.loads(body)
+            return _thaw(pickle.loads(body))
         raise ValueError(f"unknown key tag {tag!r}")
 
 
@@ -568,7 +629,7 @@ class RedisStore:
 
     def _get_all(self) -> Plan:
         names = yield from self._scan()
-        items: list[tuple[Any, bytes]] = []
+        items: dict[Any, tuple[bytes, bytes]] = {}  # key -> (Redis name, value)
         for start in range(0, len(names), _SCAN_COUNT):
             chunk = names[start : start + _SCAN_COUNT]
             cells = yield ("MGET", *chunk)
@@ -589,12 +650,26 @@ class RedisStore:
                     logger.warning(f"get_all skipped Redis key {name!r}, not written by shared_memory: {exc}")
                     continue
                 try:
-                    items.append((key, from_cell(cell)))
+                    raw = from_cell(cell)
                 except Exception as exc:  # a foreign value under a key of ours: as before
                     from ..log import logger
 
                     logger.warning(f"get_all skipped Redis key {name!r}, not written by shared_memory: {exc}")
-        return pickle.dumps(items, protocol=_PROTOCOL)
+                    continue
+                earlier = items.pop(key, None)
+                if earlier is not None:
+                    # Two Redis keys for keys a dict takes for one (written before their encoding
+                    # was canonical, or a class with an __eq__ of its own): one entry, its key and
+                    # its value from the same Redis key (a dict would pair the first key with
+                    # the last value), and the caller's log names both.
+                    from ..log import logger
+
+                    logger.warning(
+                        f"get_all: Redis keys {earlier[0]!r} and {name!r} hold keys equal in Python; "
+                        f"the snapshot has the second (get() reaches only the key's own encoding)"
+                    )
+                items[key] = (name, raw)
+        return pickle.dumps([(key, raw) for key, (_, raw) in items.items()], protocol=_PROTOCOL)
 
     def _clear(self) -> Plan:
         names = yield from self._scan()
