@@ -289,7 +289,11 @@ def test_two_redis_keys_for_one_python_key_give_one_entry_with_its_own_value(red
     shared_memory.set(("k", 1), "new")
     raw = redis.Redis.from_url(redis_server.url(8))
     raw.set(f"{ns}:kv:p".encode() + pickle.dumps(("k", 1.0), protocol=5), pickle.dumps("old", protocol=5))
+    # A tuple key already canonical is stored as before (its plain pickle): still found.
+    raw.set(f"{ns}:kv:p".encode() + pickle.dumps(("user", 42, None), protocol=5), pickle.dumps("kept", protocol=5))
     raw.close()
+    assert shared_memory.get(("user", 42, None)) == "kept"
+    shared_memory.delete(("user", 42, None))
     warnings: list[str] = []
     sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
     try:

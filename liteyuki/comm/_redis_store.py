@@ -250,9 +250,25 @@ def _thaw(key: Any) -> Any:
     return key
 
 
+def _unshared(key: Any, seen: set[int]) -> Any:
+    """A canonical key with no string or bytes object in it twice: the pickle's memo writes an
+    object met again as a reference, so ``(s, s)`` pickled unlike an equal tuple of two
+    distinct strings. (Tuples are new objects already: ``_canonical`` rebuilt them.)"""
+    kind = type(key)
+    if kind is tuple or kind is _FrozenKey:
+        items = [_unshared(item, seen) for item in key]
+        return tuple(items) if kind is tuple else _FrozenKey(items)
+    if kind is str or kind is bytes:
+        if id(key) in seen:  # a copy: a new object (but for cached ones, alike in every process)
+            if kind is bytes:
+                return bytes(bytearray(key))
+            return key.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+        seen.add(id(key))
+    return key
+
+
 def _plain_pickle(key: Any) -> bytes:
-    """A key's pickle, the same bytes for equal keys: without the memo, which shares an object
-    met twice (``(s, s)`` pickled unlike an equal tuple of two distinct strings)."""
+    """Bytes equal keys sort by (the pickle without its memo: see ``_unshared``)."""
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=_PROTOCOL)
     pickler.fast = True  # no memo
@@ -283,7 +299,9 @@ class _Keys:
             return self.prefix + b"i" + str(key).encode()
         elif kind is bytes:
             return self.prefix + b"b" + key
-        return self.prefix + b"p" + _plain_pickle(key)
+        if kind is tuple or kind is _FrozenKey:
+            key = _unshared(key, set())
+        return self.prefix + b"p" + pickle.dumps(key, protocol=_PROTOCOL)
 
     def decode(self, name: bytes) -> Any:
         tag, body = name[len(self.prefix) : len(self.prefix) + 1], name[len(self.prefix) + 1 :]
