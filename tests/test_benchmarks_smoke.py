@@ -135,3 +135,21 @@ def test_dispatch_cost_runs_and_prints_both_kinds(monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("dispatch cost per callback, Python ")
     assert [line.split(":")[0].strip() for line in lines[1:]] == ["sync", "async"]
+
+
+@pytest.mark.timeout(120)
+def test_latency_stages_runs_and_prints_each_stage():
+    # A subprocess: the script runs a host of its own, and its child patches its own
+    # runtime for the timing (nothing of this process's).
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency_stages", "300", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0].split()[-1] for line in lines[:2]] == ["ours", "raw"], lines
+    assert "to the end p50" in lines[0] and "to the callback p50" in lines[0] and "to recv()" in lines[1]
+    assert lines[-1].startswith("load average ")
