@@ -617,16 +617,17 @@ def closes_and_dies(report: str) -> None:
     threading.Event().wait()
 
 
-def sends_closes_and_dies(report: str, count: int, size: int) -> None:
+def sends_closes_and_dies(report: str, count: int, size: int, closes: str) -> None:
     """On "go": sends ``count`` messages of ``size`` bytes on ``report`` (the writer holds
-    megabytes of them), closes its passive end and exits at once (os._exit)."""
+    megabytes of them), closes its passive end (``closes`` "passive") or the end it sent
+    on ("sender"), and exits at once (os._exit)."""
     out = get_channel(report)
 
     @passive_channel.on_receive()
     def work(message: Any) -> None:
         for i in range(count):
             out.send((i, b"x" * size), timeout=30)
-        passive_channel.close()
+        (passive_channel if closes == "passive" else out).close()
         os._exit(3)
 
     threading.Event().wait()

@@ -66,6 +66,7 @@ _REPORT_EVERY = 64
 # slow callbacks' messages; a report per message cost ~3x the throughput of fast ones.)
 _ANNOUNCE_MAX = 32
 _QUICK_CHUNK = 0.001
+_CLOSE_WAIT = 1.0  # how long close() waits for what the process sent before it to be written
 _PASSIVE = "passive"
 _ACTIVE = "active"
 
@@ -142,7 +143,6 @@ class _EndState:
 
     __slots__ = (
         "async_waiters",
-        "backlogged",
         "buffer",
         "callbacks",
         "capacity",
@@ -180,7 +180,6 @@ class _EndState:
         self.mode: str | None = None
         self.callbacks: list[tuple[Callback, FilterFunc | None]] = []
         self.scheduled = False
-        self.backlogged: Any = None  # the loop that counts this end backlogged (see _slices)
         self.closed = False
         self.declared = False
         self.generation = 0  # bumped by release(): wakes blocked receivers with an error
@@ -254,7 +253,12 @@ class _EndState:
         with self.lock:
             self.scheduled = False
             if self.closed or not self.buffer:  # (closed: what is buffered goes back to the channel)
-                self._backlog_done()
+                return
+            loop = running_loop()  # (the dispatch loop: drain runs on it)
+            if loop is not None and _slices.spent(loop):
+                # This turn's drains ran their slice: the loop's other work first.
+                self.scheduled = True
+                _slices.pause(loop, self.drain, ran=False)
                 return
             batch = self.running = self.buffer
             self.buffer = collections.deque()
@@ -265,9 +269,7 @@ class _EndState:
         take = ready.popleft
         chunk = self.chunk  # (kept from the last batch: fast traffic comes in many small batches)
         began = 0.0
-        started = time.perf_counter()
-        loop = running_loop()  # (the dispatch loop: drain runs on it)
-        share = _slices.share(loop, self.backlogged is loop) if loop is not None else _slices.SLICE
+        started = _slices.begin(loop) if loop is not None else time.perf_counter()
         tasks: list[Any] = []  # tasks the chunk's async callbacks left to run
         earlier, self.tasks = self.tasks, None
         if earlier is not None:  # the last chunk's tasks had a turn: done, or slow (awaiting)
@@ -288,15 +290,11 @@ class _EndState:
                 now = time.perf_counter()
                 if began:
                     chunk = min(2 * chunk, _ANNOUNCE_MAX) if now - began < _QUICK_CHUNK else 1
-                    if now - started > share and batch:
+                    if now - started > _slices.SLICE and batch:
                         # The loop's other work gets a turn between chunks: a backlog of sync
                         # callbacks held NoneBot's loop, or an async target's, for seconds, and
                         # a stop (the target's task cancelled) waited behind it until its grace ran out.
                         self.chunk = chunk
-                        if loop is not None and self.backlogged is not loop:
-                            self._backlog_done()  # (counted on a loop that has since stopped)
-                            _slices.count(loop)
-                            self.backlogged = loop
                         self._resume_later(batch, pause=True)
                         break
                 began = now
@@ -329,16 +327,9 @@ class _EndState:
                     tasks.append(task)
         if self.tasks is None:
             self.chunk = chunk if time.perf_counter() - began < _QUICK_CHUNK else 1
-        if not batch:
-            self._backlog_done()
         # (an empty deque holds a 0.5 KB block: 1,000 channels, row 7b)
         with self.lock:
             self.running = self.ready = None
-
-    def _backlog_done(self) -> None:
-        loop, self.backlogged = self.backlogged, None
-        if loop is not None:
-            _slices.uncount(loop)
 
     def _resume_later(self, batch: collections.deque[bytes], pause: bool = False) -> None:
         """Put the rest of a batch back in front of the buffer and drain again after the tasks
@@ -360,7 +351,7 @@ class _EndState:
                 if loop is None:
                     dispatcher.submit(self.drain)
                 elif pause:
-                    _slices.pause(loop, self.drain)
+                    _slices.pause(loop, self.drain, ran=True)
                 else:
                     loop.call_soon(self.drain)
 
@@ -794,7 +785,12 @@ class Channel(Generic[T]):
                     returned = _take_all(state.ready)  # reported consumed: we give them back
                     if state.running:  # never reported: the host hands them on itself
                         state.running.clear()
-                current().withdraw(state, consumed, returned)
+                current().withdraw(state, consumed, returned)  # (waits until written, with all before it)
+            elif runtime is not None:
+                # An end that only sent: close() still returns once what the process sent
+                # before it is on the socket (a sender that closed and called os._exit lost
+                # the tail of its messages).
+                runtime.wait_written(_CLOSE_WAIT)
         # Only then may Channel(name) make a new end: the host and the link see the old end
         # gone before the new one arrives.
         with _ends_lock:

@@ -412,6 +412,13 @@ class ChildRuntime(RuntimeBase):
             credit.close()  # senders waiting for credit wake up and see the broken link
         self.on_host_lost(error)
 
+    def wait_written(self, timeout: float) -> None:
+        if self._broken is None:
+            writer = self.writer
+            mark = writer.mark
+            writer.kick()  # (frames a put_deferred queued without its kick)
+            writer.wait_sent(mark, timeout)
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything this process sent was handed to the socket."""
         return self.writer.flush(timeout)

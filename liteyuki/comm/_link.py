@@ -418,6 +418,11 @@ class Writer:
             )
 
     @property
+    def mark(self) -> int:
+        """The mark of the last frame put (``wait_sent``: everything put so far is on the socket)."""
+        return self._put_total
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes handed to this writer and not yet taken by the socket."""
         return self._queued + self._writing

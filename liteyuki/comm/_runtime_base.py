@@ -100,3 +100,7 @@ class RuntimeBase:
 
         raw = self.execute(ChannelNames())
         return loads(raw) if raw else []
+
+    def wait_written(self, timeout: float) -> None:
+        """Wait until what this process sent so far is on its link (``close()`` of an end that
+        only sent). The host's ends hand messages over in memory: nothing to wait for."""
