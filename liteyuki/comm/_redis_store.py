@@ -623,25 +623,19 @@ class RedisStore:
         where = self.settings.where
         deadline = time.monotonic() + limit
         keys = size = 0
-        seen: set[bytes] = set()  # SCAN may return a key twice
         try:
-            client = self._timed.get(limit)
-            cursor = 0
-            while True:
-                cursor, batch = client.execute_command("SCAN", cursor, "MATCH", self.keys.pattern, "COUNT", _SCAN_COUNT)
-                names = [name for name in batch if name not in seen]
-                seen.update(names)
-                if names:
-                    pipe = client.pipeline(transaction=False)
-                    for name in names:
-                        pipe.strlen(name)
-                    lengths = [n for n in pipe.execute() if n]  # 0: expired since the SCAN
-                    keys += len(lengths)
-                    size += sum(lengths)
-                if int(cursor) == 0:
-                    return {"keys": keys, "bytes": size, "backend": where}
+            client = self._timed.get(limit)  # each command bounded: a hung server costs one limit
+            names = self._drive(self._scan(), client)
+            for start in range(0, len(names), _SCAN_COUNT):
                 if time.monotonic() > deadline:
                     return {"keys": keys, "bytes": size, "backend": where, "error": f"more than counted in {limit} s"}
+                pipe = client.pipeline(transaction=False)
+                for name in names[start : start + _SCAN_COUNT]:
+                    pipe.strlen(name)
+                lengths = [n for n in pipe.execute() if n]  # 0: expired since the SCAN
+                keys += len(lengths)
+                size += sum(lengths)
+            return {"keys": keys, "bytes": size, "backend": where}
         except Exception as exc:  # the status must come, Redis or not
             return {"keys": None, "bytes": None, "backend": where, "error": safe_repr(exc, 200)}
 

@@ -297,6 +297,13 @@ class MemoryStore:
             deadline = self._expiry.get(key)
             return None if deadline is None else max(0.0, deadline - now)
 
+    def usage(self) -> dict[str, int]:
+        """``{"keys": n, "bytes": pickled size of the values}`` of what is live (for the status)."""
+        with self._lock:
+            now = self._clock()
+            live = [v for k, v in self._data.items() if self._expiry.get(k, now + 1) > now]
+            return {"keys": len(live), "bytes": sum(len(v) for v in live)}
+
     def get_all(self) -> bytes:
         with self._lock:
             now = self._clock()

@@ -199,13 +199,7 @@ def store_status() -> dict[str, Any]:
     runtime = current()
     if _hub_of(runtime) is None:
         return {}
-    store = runtime.store
-    if runtime.store_backend is not None:
-        return dict(store.usage())
-    with store._lock:
-        now = store._clock()
-        live = [v for k, v in store._data.items() if store._expiry.get(k, now + 1) > now]
-        return {"keys": len(live), "bytes": sum(len(v) for v in live)}
+    return dict(runtime.store.usage())
 
 
 def outbox_bytes(peer: str) -> int:
